@@ -1,0 +1,81 @@
+"""VMMigration: a request to move one VM live to another host. Namespaced. Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
+
+_IMMUTABLE = [{"rule": "self == oldSelf", "message": "a migration's spec cannot change; "
+               "delete it and create a new one"}]
+
+
+class MigrationPhase(StrEnum):
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class VMMigrationSpec(Model):
+    """Which VM to move and where."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _IMMUTABLE})
+
+    vm_name: str = Field(min_length=1, max_length=253)
+    """The VirtualMachine to move, in this namespace."""
+    target_host: str | None = Field(default=None, min_length=1, max_length=253)
+    """The host to move it to; unset lets the scheduler pick one."""
+    timeout_seconds: int = Field(default=600, ge=10, le=86400)
+    """Give up and roll back after this long."""
+
+
+class VMMigrationStatus(Model):
+    """Progress of the migration."""
+
+    phase: MigrationPhase = MigrationPhase.PENDING
+    """Pending, Scheduling, Running, Succeeded, Failed or Cancelled."""
+    source_host: str | None = None
+    """Where the VM was."""
+    target_host: str | None = None
+    """Where it is going."""
+    progress_percent: int = Field(default=0, ge=0, le=100)
+    """Memory copied so far."""
+    start_time: dt.datetime | None = None
+    """When the transfer started."""
+    completion_time: dt.datetime | None = None
+    """When it ended, either way."""
+    message: str = Field(default="", max_length=1024)
+    """Why it is in this phase."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """The migration's conditions."""
+
+
+class VMMigration(Resource):
+    """A live migration of one VirtualMachine."""
+
+    crd: ClassVar[CRDInfo] = CRDInfo(
+        plural="vmmigrations",
+        short_names=("vmim",),
+        scope="Namespaced",
+        printer_columns=(
+            PrinterColumn("VM", ".spec.vmName"),
+            PrinterColumn("PHASE", ".status.phase"),
+            PrinterColumn("SOURCE", ".status.sourceHost"),
+            PrinterColumn("TARGET", ".status.targetHost"),
+            PrinterColumn("PROGRESS", ".status.progressPercent", "integer"),
+            PrinterColumn("AGE", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    kind: Literal["VMMigration"] = "VMMigration"
+    spec: VMMigrationSpec
+    """What to move."""
+    status: VMMigrationStatus = Field(default_factory=VMMigrationStatus)
+    """Progress, written by the operator and the agents."""

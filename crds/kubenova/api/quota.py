@@ -1,0 +1,67 @@
+"""VMQuota: per-namespace hard limits on VMs and their resources, charged by the admission
+webhook and recounted by the operator. Namespaced. Pure."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
+from kubenova.api.quantity import Quantity
+
+
+class QuotaAmounts(Model):
+    """An amount of each quota-limited resource; unset means no limit (in hard)."""
+
+    vms: int | None = Field(default=None, ge=0)
+    """VirtualMachines."""
+    vcpus: int | None = Field(default=None, ge=0)
+    """Virtual CPUs over all VMs."""
+    memory: Quantity | None = None
+    """Guest memory over all VMs."""
+    gpus: int | None = Field(default=None, ge=0)
+    """GPU devices over all VMs."""
+    flavors: dict[str, int] = Field(default_factory=dict)
+    """VMs per flavor."""
+
+
+class VMQuotaSpec(Model):
+    """The limits of the namespace."""
+
+    hard: QuotaAmounts
+    """Hard limits; a create that would pass one is denied."""
+
+
+class VMQuotaStatus(Model):
+    """What is charged against the limits."""
+
+    used: QuotaAmounts = Field(default_factory=QuotaAmounts)
+    """Charged now."""
+    observed_generation: int | None = None
+    """The metadata.generation this status describes."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Synced and others."""
+
+
+class VMQuota(Resource):
+    """Hard limits on the VMs of one namespace."""
+
+    crd: ClassVar[CRDInfo] = CRDInfo(
+        plural="vmquotas",
+        short_names=("vmq",),
+        scope="Namespaced",
+        printer_columns=(
+            PrinterColumn("VMS", ".status.used.vms", "integer"),
+            PrinterColumn("MAX-VMS", ".spec.hard.vms", "integer"),
+            PrinterColumn("VCPUS", ".status.used.vcpus", "integer"),
+            PrinterColumn("MAX-VCPUS", ".spec.hard.vcpus", "integer"),
+            PrinterColumn("AGE", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    kind: Literal["VMQuota"] = "VMQuota"
+    spec: VMQuotaSpec
+    """The limits."""
+    status: VMQuotaStatus = Field(default_factory=VMQuotaStatus)
+    """Usage, written by the webhook and the operator."""

@@ -1,0 +1,259 @@
+"""VirtualMachine: what a user applies to get a VM. Namespaced. Pure.
+
+The spec says what the user wants (flavor, pool or placement, boot source, run strategy,
+networks, cloud-init); the status says where the VM is and what it is doing, with a short
+operation history a user reads with `kubectl describe`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from kubenova.api import constants
+from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
+from kubenova.api.quantity import Quantity
+
+_IMMUTABLE = [{"rule": "self == oldSelf", "message": "is immutable; create a new VM instead"}]
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class RunStrategy(StrEnum):
+    ALWAYS = "Always"
+    """Keep the VM running; restart it wherever it stops."""
+    HALTED = "Halted"
+    """Keep the VM stopped."""
+    MANUAL = "Manual"
+    """Start once; after that, leave it as the guest or the user left it."""
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    """Restart after a crash, not after a clean shutdown from inside the guest."""
+
+
+class EvictionStrategy(StrEnum):
+    LIVE_MIGRATE = "LiveMigrate"
+    """When its host is drained, move the VM live to another host."""
+    SHUTDOWN = "Shutdown"
+    """When its host is drained, shut the VM down (and start it elsewhere if it should run)."""
+
+
+class VMPhase(StrEnum):
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    MIGRATING = "Migrating"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+    UNKNOWN = "Unknown"
+
+
+class KernelBoot(Model):
+    """Boot a kernel and initramfs directly (small appliances, tests)."""
+
+    kernel: str = Field(min_length=1, max_length=4096)
+    """Path of the kernel on the host."""
+    initrd: str | None = Field(default=None, max_length=4096)
+    """Path of the initramfs on the host."""
+    cmdline: str = Field(default="console=ttyS0", max_length=4096)
+    """Kernel command line."""
+
+
+class BootSource(Model):
+    """Where the VM boots from: a base image (copied on write) or a kernel."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.image) != has(self.kernel)",
+                    "message": "set exactly one of image or kernel",
+                }
+            ]
+        }
+    )
+
+    image: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Base image (qcow2) on the host's image store; the VM gets a qcow2 overlay on it."""
+    kernel: KernelBoot | None = None
+    """Direct kernel boot."""
+
+
+class GroupRule(Model):
+    """A rule about a group of VMs over a host label (the topology key)."""
+
+    group: str = Field(min_length=1, max_length=63, pattern=_DNS_LABEL)
+    """The group, as named in placement.groups of the VMs in it (same namespace)."""
+    topology_key: str = Field(default=constants.LABEL_HOSTNAME, min_length=1, max_length=317)
+    """Host label whose values are the domains, e.g. kubenova.io/hostname or kubenova.io/rack."""
+    max_per_domain: int = Field(default=1, ge=1, le=1000)
+    """For anti-affinity: at most this many VMs of the group per domain."""
+
+
+class Toleration(Model):
+    """Lets the VM land on hosts with a matching taint."""
+
+    key: str = Field(min_length=1, max_length=317)
+    """The taint key."""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    """Equal matches the value too; Exists matches any value."""
+    value: str = Field(default="", max_length=63)
+    """The taint value for Equal."""
+
+
+class Placement(Model):
+    """Where the VM may go, beyond its pool."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Host labels the chosen host must have."""
+    groups: list[str] = Field(default_factory=list, max_length=16)
+    """Groups this VM belongs to, for affinity rules of other VMs."""
+    affinity: list[GroupRule] = Field(default_factory=list, max_length=8)
+    """Land in a domain (topology key value) that already has a VM of the group."""
+    anti_affinity: list[GroupRule] = Field(default_factory=list, max_length=8)
+    """Land in a domain with fewer than maxPerDomain VMs of the group."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
+    """Taints this VM tolerates."""
+
+
+class NetworkInterface(Model):
+    """One network interface of the guest."""
+
+    name: str = Field(min_length=1, max_length=15, pattern=_DNS_LABEL)
+    """Interface name, unique in the VM."""
+    network: str = Field(default="default", min_length=1, max_length=253)
+    """The libvirt network (or host bridge) to attach to."""
+    mac_address: str | None = Field(
+        default=None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
+    )
+    """Fixed MAC address; generated when unset."""
+    model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+    """The emulated NIC model."""
+
+
+class CloudInit(Model):
+    """cloud-init NoCloud data given to the guest on first boot."""
+
+    user_data: str | None = Field(default=None, max_length=65536)
+    """#cloud-config or a script."""
+    network_data: str | None = Field(default=None, max_length=65536)
+    """Network configuration, version 1 or 2."""
+
+
+class VMResources(Model):
+    """The VM's size, copied from its flavor at admission so later flavor edits cannot change
+    a VM under its user."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _IMMUTABLE})
+
+    vcpus: int = Field(ge=1, le=1024)
+    """Virtual CPUs."""
+    memory: Quantity
+    """Guest memory."""
+    disk: Quantity
+    """Root disk size."""
+    gpus: dict[str, int] = Field(default_factory=dict)
+    """GPU devices by model."""
+
+
+class VirtualMachineSpec(Model):
+    """The VM the user wants."""
+
+    flavor: str = Field(min_length=1, max_length=253)
+    """The Flavor that sizes this VM."""
+    pool: str | None = Field(default=None, min_length=1, max_length=253)
+    """The ResourcePool to place it in; the admission webhook sets the default pool."""
+    boot: BootSource
+    """What the VM boots."""
+    run_strategy: RunStrategy = RunStrategy.ALWAYS
+    """Always, Halted, Manual or RerunOnFailure. Start or stop a VM by changing this."""
+    priority: int = Field(default=0, ge=0, le=constants.MAX_PRIORITY)
+    """Scheduling priority, 0 to 1000; higher is placed first."""
+    placement: Placement = Field(default_factory=Placement)
+    """Node selector, affinity, anti-affinity and tolerations."""
+    networks: list[NetworkInterface] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Network interfaces."""
+    cloud_init: CloudInit | None = None
+    """cloud-init user and network data."""
+    eviction_strategy: EvictionStrategy = EvictionStrategy.LIVE_MIGRATE
+    """What happens when its host is drained: LiveMigrate or Shutdown."""
+    termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600)
+    """How long an ACPI shutdown may take before the VM is destroyed."""
+    resources: VMResources | None = None
+    """The VM's size, filled from its flavor by the admission webhook; immutable once set."""
+
+
+class Operation(Model):
+    """One entry of the VM's operation log."""
+
+    time: dt.datetime
+    """When it happened."""
+    action: str = Field(max_length=64)
+    """What happened, e.g. Scheduled, Started, Stopped, Migrated."""
+    actor: str = Field(max_length=128)
+    """Who did it: operator, agent/<host>, webhook or a user."""
+    result: Literal["Succeeded", "Failed", "InProgress"]
+    """How it ended."""
+    message: str = Field(default="", max_length=1024)
+    """Details."""
+    trace_id: str | None = Field(default=None, max_length=64)
+    """The trace id to search the logs for."""
+
+
+class VirtualMachineStatus(Model):
+    """Where the VM is and what it is doing."""
+
+    phase: VMPhase = VMPhase.PENDING
+    """Pending, Scheduled, Starting, Running, Stopping, Stopped, Migrating, Failed, Deleting."""
+    host: str | None = None
+    """The host the VM is bound to."""
+    gpu_devices: list[str] = Field(default_factory=list)
+    """PCI addresses of the GPUs the scheduler assigned on that host."""
+    domain_uuid: str | None = Field(default=None, alias="domainUUID")
+    """The libvirt domain's UUID."""
+    ip: str | None = None
+    """The first guest address, for `kubectl get`."""
+    addresses: list[str] = Field(default_factory=list)
+    """All guest addresses the agent found."""
+    reason: str | None = None
+    """Why the VM is in this phase, in one line (e.g. why it cannot be scheduled)."""
+    observed_generation: int | None = None
+    """The metadata.generation this status describes."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Scheduled, Running, Ready and others."""
+    history: list[Operation] = Field(default_factory=list, max_length=constants.MAX_HISTORY)
+    """The latest operations on this VM, oldest first."""
+
+
+class VirtualMachine(Resource):
+    """A virtual machine that kubenova places on a host and runs with libvirt."""
+
+    crd: ClassVar[CRDInfo] = CRDInfo(
+        plural="virtualmachines",
+        short_names=("vm", "vms"),
+        scope="Namespaced",
+        printer_columns=(
+            PrinterColumn("PHASE", ".status.phase"),
+            PrinterColumn("FLAVOR", ".spec.flavor"),
+            PrinterColumn("HOST", ".status.host"),
+            PrinterColumn("IP", ".status.ip"),
+            PrinterColumn("AGE", ".metadata.creationTimestamp", "date"),
+            PrinterColumn("POOL", ".spec.pool", priority=1),
+            PrinterColumn("RUN", ".spec.runStrategy", priority=1),
+            PrinterColumn("REASON", ".status.reason", priority=1),
+        ),
+    )
+
+    kind: Literal["VirtualMachine"] = "VirtualMachine"
+    spec: VirtualMachineSpec
+    """The VM the user wants."""
+    status: VirtualMachineStatus = Field(default_factory=VirtualMachineStatus)
+    """Observed state, written by the operator and the host's agent."""
