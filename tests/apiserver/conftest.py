@@ -21,7 +21,7 @@ GUARD_CONFIGMAP = "kubenova-test-cluster"
 
 
 @dataclass
-class TestCluster:
+class LocalCluster:
     """The session's control plane and the token that proves a kubeconfig points at it."""
 
     plane: cluster.ControlPlane
@@ -31,8 +31,9 @@ class TestCluster:
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) \
-            -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         assert_test_cluster(self, self.kubeconfig)
         return self.plane.kubectl(*args, check=check, input=input)
 
@@ -40,7 +41,7 @@ class TestCluster:
         return yaml.safe_load(self.kubectl("get", "-o", "yaml", *args).stdout)
 
 
-def assert_test_cluster(tc: TestCluster, kubeconfig: Path) -> None:
+def assert_test_cluster(tc: LocalCluster, kubeconfig: Path) -> None:
     """Refuse to touch a cluster unless its kubeconfig is this session's and the API server
     behind it holds this session's random token."""
     config = yaml.safe_load(kubeconfig.read_text())
@@ -51,26 +52,35 @@ def assert_test_cluster(tc: TestCluster, kubeconfig: Path) -> None:
         pytest.fail(f"refusing kubeconfig {kubeconfig}: not a kubenova test cluster ({servers})")
     if kubeconfig.resolve() != tc.plane.kubeconfig.resolve():
         pytest.fail(f"refusing kubeconfig {kubeconfig}: not this session's test cluster")
-    proc = tc.plane.kubectl("get", "configmap", "-n", "kube-system", GUARD_CONFIGMAP,
-                            "-o", "jsonpath={.data.token}", check=False)
+    proc = tc.plane.kubectl(
+        "get",
+        "configmap",
+        "-n",
+        "kube-system",
+        GUARD_CONFIGMAP,
+        "-o",
+        "jsonpath={.data.token}",
+        check=False,
+    )
     if proc.stdout != tc.token:
         pytest.fail(f"refusing {servers}: the test-cluster token does not match")
 
 
 @pytest.fixture(scope="session")
-def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     bin_dir = cluster.ensure_binaries()
     folder = tmp_path_factory.mktemp("controlplane")
     # die_with_parent: a killed pytest takes its control plane with it.
     plane = cluster.ControlPlane(folder, bin_dir, die_with_parent=True)
     plane.up()
     token = secrets.token_hex(16)
-    plane.kubectl("create", "configmap", "-n", "kube-system", GUARD_CONFIGMAP,
-                  f"--from-literal=token={token}")
+    plane.kubectl(
+        "create", "configmap", "-n", "kube-system", GUARD_CONFIGMAP, f"--from-literal=token={token}"
+    )
     saved = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(plane.kubeconfig)
     try:
-        yield TestCluster(plane, token)
+        yield LocalCluster(plane, token)
     finally:
         if saved is None:
             os.environ.pop("KUBECONFIG", None)
@@ -81,7 +91,7 @@ def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClust
 
 
 @pytest.fixture
-def namespace(test_cluster: TestCluster) -> Iterator[str]:
+def namespace(test_cluster: LocalCluster) -> Iterator[str]:
     """A fresh namespace, deleted (without waiting) after the test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     test_cluster.kubectl("create", "namespace", name)

@@ -6,7 +6,7 @@ The CRDs in `crds/` are generated from these models by `kubenova-crdgen`.
 
 from kubenova.api.flavor import Flavor
 from kubenova.api.host import Host
-from kubenova.api.meta import InvalidObject, Resource
+from kubenova.api.meta import InvalidObjectError, Resource
 from kubenova.api.migration import VMMigration
 from kubenova.api.pool import ResourcePool
 from kubenova.api.quantity import Quantity, QuantityError
@@ -27,7 +27,7 @@ __all__ = [
     "KINDS",
     "Flavor",
     "Host",
-    "InvalidObject",
+    "InvalidObjectError",
     "Quantity",
     "QuantityError",
     "Resource",

@@ -69,8 +69,9 @@ def _structural(node: Any, defs: dict[str, Any], path: str) -> Any:
         out["type"] = "object"
         for name, prop in out.get("properties", {}).items():
             if not prop.get("description"):
-                raise SchemaError(f"{path}.{name}: give the field a docstring; kubectl explain "
-                                  "shows it")
+                raise SchemaError(
+                    f"{path}.{name}: give the field a docstring; kubectl explain shows it"
+                )
     if "enum" in out and "default" in out and out["default"] not in out["enum"]:
         raise SchemaError(f"{path}: default {out['default']!r} is not one of {out['enum']}")
     return out

@@ -14,11 +14,11 @@ from kubenova.api.meta import (
     Model,
     PrinterColumn,
     Resource,
+    cel,
 )
 from kubenova.api.quantity import Quantity
 
-_POSITIVE = [{"rule": "quantity(string(self)).isGreaterThan(quantity('0'))",
-              "message": "must be greater than zero"}]
+_POSITIVE = cel("quantity(string(self)).isGreaterThan(quantity('0'))", "must be greater than zero")
 
 
 class HugePageSize(StrEnum):
@@ -40,7 +40,7 @@ class FlavorSpec(Model):
 
     vcpus: int = Field(ge=1, le=1024)
     """Virtual CPUs."""
-    memory: Quantity = Field(json_schema_extra={"x-kubernetes-validations": _POSITIVE})
+    memory: Quantity = Field(json_schema_extra=_POSITIVE)
     """Guest memory, e.g. 4Gi."""
     disk: Quantity = Field(default_factory=lambda: Quantity("10Gi"))
     """Size of the root disk overlay, e.g. 20Gi."""

@@ -10,8 +10,13 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
-from kubenova.api import constants
+
+def cel(rule: str, message: str) -> JsonDict:
+    """A CEL validation rule for the CRD schema (`x-kubernetes-validations`), to pass as a
+    field's or a model's `json_schema_extra`."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
 
 
 class Model(BaseModel):
@@ -77,20 +82,17 @@ class SelectorOperator(StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-_VALUES_RULES = [
-    {
-        "rule": "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
-        " : !has(self.values) || size(self.values) == 0",
-        "message": "values must be non-empty for In and NotIn, and empty for Exists and "
-        "DoesNotExist",
-    }
-]
+_VALUES_RULE = cel(
+    "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+    " : !has(self.values) || size(self.values) == 0",
+    "values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist",
+)
 
 
 class LabelSelectorRequirement(Model):
     """A requirement on one label of a host."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _VALUES_RULES})
+    model_config = ConfigDict(json_schema_extra=_VALUES_RULE)
 
     key: str = Field(min_length=1, max_length=317)
     """The label key."""
@@ -133,21 +135,21 @@ class Resource(Model):
 
     crd: ClassVar[CRDInfo]
 
-    api_version: Literal["kubenova.io/v1alpha1"] = constants.API_VERSION
+    api_version: Literal["kubenova.io/v1alpha1"] = "kubenova.io/v1alpha1"
     """The group and version: kubenova.io/v1alpha1."""
     kind: str
     metadata: ObjectMeta
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> Self:
-        """Validate a raw object, raising `InvalidObject` with a message per bad field."""
+        """Validate a raw object, raising `InvalidObjectError` with a message per bad field."""
         try:
             return cls.model_validate(obj)
         except ValidationError as e:
-            raise InvalidObject.from_validation(cls.__name__, obj, e) from None
+            raise InvalidObjectError.from_validation(cls.__name__, obj, e) from None
 
 
-class InvalidObject(ValueError):
+class InvalidObjectError(ValueError):
     """An object that does not match its kind's schema; the message names every bad field."""
 
     def __init__(self, kind: str, name: str, problems: list[str]) -> None:
@@ -157,7 +159,9 @@ class InvalidObject(ValueError):
         super().__init__(f"{kind} {name}: " + "; ".join(problems))
 
     @classmethod
-    def from_validation(cls, kind: str, obj: dict[str, Any], e: ValidationError) -> InvalidObject:
+    def from_validation(
+        cls, kind: str, obj: dict[str, Any], e: ValidationError
+    ) -> InvalidObjectError:
         meta = obj.get("metadata") if isinstance(obj, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         name = "/".join(str(p) for p in (meta.get("namespace"), meta.get("name", "?")) if p)

@@ -8,10 +8,11 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
+from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource, cel
 
-_IMMUTABLE = [{"rule": "self == oldSelf", "message": "a migration's spec cannot change; "
-               "delete it and create a new one"}]
+_IMMUTABLE = cel(
+    "self == oldSelf", "a migration's spec cannot change; delete it and create a new one"
+)
 
 
 class MigrationPhase(StrEnum):
@@ -26,7 +27,7 @@ class MigrationPhase(StrEnum):
 class VMMigrationSpec(Model):
     """Which VM to move and where."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _IMMUTABLE})
+    model_config = ConfigDict(json_schema_extra=_IMMUTABLE)
 
     vm_name: str = Field(min_length=1, max_length=253)
     """The VirtualMachine to move, in this namespace."""

@@ -98,7 +98,10 @@ class ResourcePoolSpec(Model):
     reservations: list[Reservation] = Field(
         default_factory=list,
         max_length=32,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["flavor"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["flavor"],
+        },
     )
     """Room kept free for popular flavors; other flavors cannot use it."""
     rebalance: Rebalance = Field(default_factory=Rebalance)

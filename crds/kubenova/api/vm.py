@@ -14,10 +14,10 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from kubenova.api import constants
-from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
+from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource, cel
 from kubenova.api.quantity import Quantity
 
-_IMMUTABLE = [{"rule": "self == oldSelf", "message": "is immutable; create a new VM instead"}]
+_IMMUTABLE = cel("self == oldSelf", "is immutable; create a new VM instead")
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -67,14 +67,9 @@ class BootSource(Model):
     """Where the VM boots from: a base image (copied on write) or a kernel."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.image) != has(self.kernel)",
-                    "message": "set exactly one of image or kernel",
-                }
-            ]
-        }
+        json_schema_extra=cel(
+            "has(self.image) != has(self.kernel)", "set exactly one of image or kernel"
+        )
     )
 
     image: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -127,9 +122,7 @@ class NetworkInterface(Model):
     """Interface name, unique in the VM."""
     network: str = Field(default="default", min_length=1, max_length=253)
     """The libvirt network (or host bridge) to attach to."""
-    mac_address: str | None = Field(
-        default=None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
-    )
+    mac_address: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
     """Fixed MAC address; generated when unset."""
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
     """The emulated NIC model."""
@@ -148,7 +141,7 @@ class VMResources(Model):
     """The VM's size, copied from its flavor at admission so later flavor edits cannot change
     a VM under its user."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _IMMUTABLE})
+    model_config = ConfigDict(json_schema_extra=_IMMUTABLE)
 
     vcpus: int = Field(ge=1, le=1024)
     """Virtual CPUs."""

@@ -1,8 +1,8 @@
 """`kubenova-dev`: the developer's command line.
 
-    kubenova-dev cluster up      # build (first time) and start a local control plane
-    kubenova-dev cluster env     # print the exports that point kubectl at it
-    kubenova-dev cluster down    # stop it and remove its folder
+kubenova-dev cluster up      # build (first time) and start a local control plane
+kubenova-dev cluster env     # print the exports that point kubectl at it
+kubenova-dev cluster down    # stop it and remove its folder
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="group", required=True)
     c = sub.add_parser("cluster", help="the local control plane")
     c.add_argument("action", choices=["up", "down", "env", "build"])
-    c.add_argument("--folder", default=str(cluster.default_folder()),
-                   help="state folder (default: %(default)s)")
+    c.add_argument(
+        "--folder",
+        default=str(cluster.default_folder()),
+        help="state folder (default: %(default)s)",
+    )
     c.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for ready")
     args = parser.parse_args(argv)
 

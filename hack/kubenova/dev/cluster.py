@@ -139,8 +139,15 @@ class ControlPlane:
         serving = ca.issue(
             "apiserver",
             "kube-apiserver",
-            hosts=("127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
-                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+            hosts=(
+                "127.0.0.1",
+                "localhost",
+                "10.0.0.1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
         )
         admin = ca.issue("admin", "kubenova-admin", organization="system:masters", client=True)
         sa = pki.service_account_keys(certs)
@@ -149,42 +156,48 @@ class ControlPlane:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         server = f"https://127.0.0.1:{api_port}"
 
-        self._spawn("etcd", [
+        self._spawn(
             "etcd",
-            "--name=kubenova-dev",
-            f"--data-dir={self.folder / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=kubenova-dev=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ])
+            [
+                "etcd",
+                "--name=kubenova-dev",
+                f"--data-dir={self.folder / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=kubenova-dev=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
         self._write_state(State(server, etcd_url, self._pids()))
         _wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout, "etcd", self._log("etcd"))
 
-        self._spawn("kube-apiserver", [
+        self._spawn(
             "kube-apiserver",
-            f"--etcd-servers={etcd_url}",
-            f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
-            f"--cert-dir={certs}",
-            f"--tls-cert-file={serving.cert}",
-            f"--tls-private-key-file={serving.key}",
-            f"--client-ca-file={ca.cert_path}",
-            "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={sa.cert}",
-            f"--service-account-signing-key-file={sa.key}",
-            "--profiling=false",
-            "--v=0",
-        ])
+            [
+                "kube-apiserver",
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={certs}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert_path}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={sa.cert}",
+                f"--service-account-signing-key-file={sa.key}",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         self._write_kubeconfig(server, ca.cert_path, admin)
         self._write_state(State(server, etcd_url, self._pids()))
         context = _client_ssl(ca.cert_path, admin)
@@ -195,20 +208,23 @@ class ControlPlane:
             self._log("kube-apiserver"),
         )
 
-        self._spawn("kube-controller-manager", [
+        self._spawn(
             "kube-controller-manager",
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            # What a control plane without nodes needs: namespace deletion, garbage collection
-            # of owned objects, default service accounts, aggregated RBAC roles.
-            "--controllers=" + ",".join(KCM_CONTROLLERS),
-            "--leader-elect=false",
-            "--secure-port=0",
-            f"--root-ca-file={ca.cert_path}",
-            f"--service-account-private-key-file={sa.key}",
-            "--concurrent-namespace-syncs=5",
-        ])
+            [
+                "kube-controller-manager",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                # What a control plane without nodes needs: namespace deletion, garbage collection
+                # of owned objects, default service accounts, aggregated RBAC roles.
+                "--controllers=" + ",".join(KCM_CONTROLLERS),
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--root-ca-file={ca.cert_path}",
+                f"--service-account-private-key-file={sa.key}",
+                "--concurrent-namespace-syncs=5",
+            ],
+        )
         state = State(server, etcd_url, self._pids())
         self._write_state(state)
         log(f"applying CRDs from {CRD_DIR}")
@@ -252,19 +268,26 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {"server": server,
-                                                       "certificate-authority": str(ca)}}],
-            "users": [{"name": "kubenova-admin", "user": {
-                "client-certificate": str(admin.cert), "client-key": str(admin.key)}}],
-            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT,
-                                                       "user": "kubenova-admin"}}],
+            "clusters": [
+                {"name": CONTEXT, "cluster": {"server": server, "certificate-authority": str(ca)}}
+            ],
+            "users": [
+                {
+                    "name": "kubenova-admin",
+                    "user": {"client-certificate": str(admin.cert), "client-key": str(admin.key)},
+                }
+            ],
+            "contexts": [
+                {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "kubenova-admin"}}
+            ],
             "current-context": CONTEXT,
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) \
-            -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the control plane's own kubectl against it."""
         proc = subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubenova.api import KINDS, InvalidObject, VirtualMachine, kind_by_name
+from kubenova.api import KINDS, InvalidObjectError, VirtualMachine, kind_by_name
 from kubenova.api.meta import Condition, ConditionStatus, set_condition
 from kubenova.api.vm import RunStrategy, VMPhase
 from tests.conftest import EXAMPLES, INVALID, load_documents
@@ -58,7 +58,7 @@ def _assert_contains(dumped: Any, given: Any, path: str) -> None:
 )
 def test_malformed_examples_fail_naming_the_field(file: str, field: str, says: str) -> None:
     (doc,) = load_documents(INVALID / file)
-    with pytest.raises(InvalidObject) as e:
+    with pytest.raises(InvalidObjectError) as e:
         kind_by_name(doc["kind"]).parse(doc)
     message = str(e.value)
     assert f"{field}: " in message
@@ -89,11 +89,14 @@ def test_vm_defaults_are_what_kubevirt_users_expect() -> None:
         ({"priority": 1001}, "spec.priority"),
         ({"runStrategy": "Sometimes"}, "spec.runStrategy"),
         ({"networks": [{"name": "eth0", "macAddress": "nope"}]}, "spec.networks.0.macAddress"),
-        ({"placement": {"antiAffinity": [{"group": "Web!"}]}}, "spec.placement.antiAffinity.0.group"),
+        (
+            {"placement": {"antiAffinity": [{"group": "Web!"}]}},
+            "spec.placement.antiAffinity.0.group",
+        ),
     ],
 )
 def test_out_of_range_values_name_the_field(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(InvalidObject, match=field.replace(".", r"\.")):
+    with pytest.raises(InvalidObjectError, match=field.replace(".", r"\.")):
         VirtualMachine.parse(_vm(**spec))
 
 

@@ -54,7 +54,12 @@ def test_to_int_and_milli_round_up_like_kubernetes() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "total"),
-    [("1Gi", "1Gi", "2Gi"), ("512Mi", "512Mi", "1Gi"), ("1", "500m", "1500m"), ("1k", "24", "1024")],
+    [
+        ("1Gi", "1Gi", "2Gi"),
+        ("512Mi", "512Mi", "1Gi"),
+        ("1", "500m", "1500m"),
+        ("1k", "24", "1024"),
+    ],
 )
 def test_sums_print_in_the_shortest_exact_form(a: str, b: str, total: str) -> None:
     assert str(Quantity(a) + Quantity(b)) == total
