@@ -5,6 +5,7 @@ the scheduler's own assumptions; assume → confirm / forget are idempotent. Pur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -198,7 +199,7 @@ class CapacityCache:
         if e.peak == 0.0:
             return 0.0
         age = max(0.0, now - e.peak_at)
-        return e.peak * 0.5 ** (age / self.peak_half_life)
+        return e.peak * math.exp(-age * math.log(2) / self.peak_half_life)
 
     # -- pools and flavors ---------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from kubenova.scheduler.cache import CapacityCache, HostEntry, PoolState
 from kubenova.scheduler.explain import Reason
-from kubenova.scheduler.model import VMRequest
+from kubenova.scheduler.model import VMRequest, Weights
 
 
 class CycleState:
@@ -37,8 +37,8 @@ class Filter(Protocol):
 
 
 class Score(Protocol):
-    weight_name: str
-    """Which of the pool's `Weights` multiplies this score."""
+    def weight(self, weights: Weights) -> int:
+        """Which of the pool's weights multiplies this score."""
 
     def score(self, state: CycleState, host: HostEntry) -> float:
         """Raw score: higher is better."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenova.scheduler.cache import HostEntry
+from kubenova.scheduler.model import Weights
 from kubenova.scheduler.plugins.base import CycleState, min_max
 
 
@@ -18,7 +19,8 @@ def utilisation_after(state: CycleState, host: HostEntry) -> float:
 
 
 class Pack:
-    weight_name = "pack"
+    def weight(self, weights: Weights) -> int:
+        return weights.pack
 
     def score(self, state: CycleState, host: HostEntry) -> float:
         return utilisation_after(state, host)
@@ -28,7 +30,8 @@ class Pack:
 
 
 class Spread:
-    weight_name = "spread"
+    def weight(self, weights: Weights) -> int:
+        return weights.spread
 
     def score(self, state: CycleState, host: HostEntry) -> float:
         return 1.0 - utilisation_after(state, host)
@@ -38,7 +41,8 @@ class Spread:
 
 
 class Load:
-    weight_name = "load"
+    def weight(self, weights: Weights) -> int:
+        return weights.load
 
     def __init__(self, hot_share: float = 0.5) -> None:
         self.hot_share = hot_share

@@ -1,0 +1,81 @@
+"""Kubernetes API clients and retries.
+
+The official client is synchronous; async code calls it through `call()`, which runs it in a
+worker thread and retries what is worth retrying (429 with its Retry-After, 5xx, connection
+errors) with capped exponential back-off and jitter. Conflicts (409) and other client errors
+are returned to the caller at once: they are decisions, not accidents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """A client from `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
+    config: Any = kubernetes.config  # its loaders are untyped
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()
+            return kubernetes.client.ApiClient()
+        except kubernetes.config.ConfigException:
+            pass
+    return cast(kubernetes.client.ApiClient, config.new_client_from_config(config_file=kubeconfig))
+
+
+def is_conflict(e: BaseException) -> bool:
+    return isinstance(e, ApiException) and e.status == 409
+
+
+def is_not_found(e: BaseException) -> bool:
+    return isinstance(e, ApiException) and e.status == 404
+
+
+def _retry_after(e: ApiException) -> float | None:
+    headers = e.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def call(
+    fn: Callable[..., T],
+    *args: Any,
+    attempts: int = 6,
+    base_delay: float = 0.2,
+    max_delay: float = 5.0,
+    **kwargs: Any,
+) -> T:
+    """`fn(*args, **kwargs)` in a thread, retried on 429, 5xx and connection errors."""
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ApiException as e:
+            if e.status not in RETRY_STATUSES or attempt == attempts:
+                raise
+            wait = _retry_after(e) or delay
+            log.warning("API %s, retrying in %.2fs", e.status, wait, extra={"attempt": attempt})
+        except (urllib3.exceptions.HTTPError, ConnectionError) as e:
+            if attempt == attempts:
+                raise
+            wait = delay
+            log.warning("API unreachable (%s), retrying in %.2fs", e, wait)
+        await asyncio.sleep(wait * (0.5 + random.random()))
+        delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")  # pragma: no cover

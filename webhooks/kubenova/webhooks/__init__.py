@@ -1,0 +1,2 @@
+"""Admission webhooks: validation, defaults, quota and rate limits for kubenova kinds.
+Does I/O."""
