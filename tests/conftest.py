@@ -16,3 +16,7 @@ INVALID = ROOT / "tests" / "data" / "invalid"
 def load_documents(path: Path) -> list[dict[str, Any]]:
     """Every YAML document in a file, skipping empty ones."""
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# Fixtures that start services, usable from every test folder.
+pytest_plugins = ["tests.fixtures.cluster"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apiserver.conftest import LocalCluster, assert_test_cluster
 from tests.conftest import EXAMPLES, INVALID, ROOT, load_documents
+from tests.fixtures.cluster import LocalCluster, assert_test_cluster
 
 pytestmark = pytest.mark.apiserver
 

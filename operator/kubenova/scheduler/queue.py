@@ -64,6 +64,8 @@ class SchedulingQueue:
         self._entries: dict[str, _Entry] = {}
         self._active: list[tuple[int, float, int, str]] = []
         self._backoff: list[tuple[float, int, str]] = []
+        self._in_flight: dict[str, _Entry] = {}
+        """Popped and not yet reported: kept so attempts survive the round trip."""
         self._seq = 0
 
     def __len__(self) -> int:
@@ -160,16 +162,6 @@ class SchedulingQueue:
         return min(times, default=None)
 
     # -- internals -----------------------------------------------------------------------
-
-    @property
-    def _in_flight(self) -> dict[str, _Entry]:
-        # Popped and not yet reported: kept apart so attempts survive the round trip.
-        try:
-            return self.__dict__["_flight"]  # type: ignore[no-any-return]
-        except KeyError:
-            d: dict[str, _Entry] = {}
-            self.__dict__["_flight"] = d
-            return d
 
     def _live(self, key: str, seq: int, where: str) -> bool:
         e = self._entries.get(key)
