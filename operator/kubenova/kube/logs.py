@@ -21,8 +21,14 @@ from typing import Any
 _trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 _component: str = "kubenova"
 
-# Attributes every LogRecord has; anything else passed with `extra=` goes into the JSON line.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else passed with `extra=` goes into the JSON line,
+# except kopf's own extras (its settings object, a flag for its event poster).
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "settings",
+    "k8s_skip",
+}
 
 
 def new_trace_id() -> str:
@@ -59,7 +65,13 @@ class JSONFormatter(logging.Formatter):
         if tid:
             line["trace_id"] = tid
         for key, value in vars(record).items():
-            if key not in _STANDARD and key != "trace_id":
+            if key == "k8s_ref" and isinstance(value, dict):
+                line["object"] = "/".join(
+                    str(p)
+                    for p in (value.get("kind"), value.get("namespace"), value.get("name"))
+                    if p
+                )
+            elif key not in _STANDARD and key != "trace_id":
                 line[key] = value
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
@@ -75,5 +87,6 @@ def setup(component: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kubernetes.client.rest", "urllib3", "aiohttp.access"):
+    # kopf logs every handled watch event at INFO; ours say what matters.
+    for noisy in ("kubernetes.client.rest", "urllib3", "aiohttp.access", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

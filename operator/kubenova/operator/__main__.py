@@ -1,0 +1,56 @@
+"""`python -m kubenova.operator`: run one operator replica."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+
+import kopf
+import prometheus_client
+
+from kubenova.kube import logs
+from kubenova.operator import handlers
+from kubenova.operator.controller import Settings
+from kubenova.operator.election import ElectionConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="kubenova-operator", description=__doc__)
+    p.add_argument(
+        "--identity",
+        default=os.environ.get("POD_NAME", socket.gethostname()),
+        help="this replica's name in the leader Lease",
+    )
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("KUBENOVA_NAMESPACE", "kubenova-system"),
+        help="namespace of the leader and heartbeat Leases",
+    )
+    p.add_argument("--metrics-port", type=int, default=8080, help="0 turns metrics off")
+    p.add_argument("--metrics-address", default="0.0.0.0")
+    p.add_argument("--lease-duration", type=int, default=15)
+    p.add_argument("--renew-deadline", type=float, default=10.0)
+    p.add_argument("--retry-period", type=float, default=2.0)
+    p.add_argument("--bind-concurrency", type=int, default=16)
+    p.add_argument("--status-period", type=float, default=1.0)
+    args = p.parse_args(argv)
+
+    logs.setup("operator")
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port, args.metrics_address)
+    handlers.configure(
+        Settings(
+            identity=args.identity,
+            namespace=args.namespace,
+            election=ElectionConfig(args.lease_duration, args.renew_deadline, args.retry_period),
+            bind_concurrency=args.bind_concurrency,
+            status_period=args.status_period,
+        )
+    )
+    asyncio.run(kopf.operator(clusterwide=True, standalone=True))
+
+
+if __name__ == "__main__":
+    main()

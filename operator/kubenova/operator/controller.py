@@ -1,0 +1,551 @@
+"""The operator's I/O: watch events into the World, leader election, the scheduling loop that
+binds VMs, and the status writes of VMs, Hosts, Flavors and ResourcePools.
+
+Writes happen only while this replica leads, and every write that rests on a decision carries
+the object's resourceVersion, so a deposed leader's stale decision fails with 409 instead of
+landing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubenova.api import Flavor, Host, InvalidObjectError, ResourcePool, VirtualMachine, constants
+from kubenova.api.host import HostPhase
+from kubenova.api.meta import Condition, ConditionStatus, Resource, set_condition
+from kubenova.api.vm import VMPhase
+from kubenova.kube import client, logs
+from kubenova.kube.events import EventRecorder, ObjectRef
+from kubenova.kube.leases import LeaseClient
+from kubenova.operator import lifecycle, metrics
+from kubenova.operator.election import ElectionConfig, LeaderElector
+from kubenova.operator.world import HostLease, World, vm_key
+from kubenova.scheduler.framework import Decision, SchedulerConfig, Unschedulable
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Resource)
+
+HOST_LEASE_PREFIX = "kubenova-host-"
+MERGE = "application/merge-patch+json"
+ACTOR = "operator"
+
+
+@dataclass(frozen=True)
+class Settings:
+    identity: str
+    namespace: str = "kubenova-system"
+    """Where the leader Lease and the hosts' heartbeat Leases live."""
+    leader_lease: str = "kubenova-operator"
+    election: ElectionConfig = field(default_factory=ElectionConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    bind_concurrency: int = 16
+    status_period: float = 1.0
+    watch_timeout: int = 60
+
+
+def parse(kind: type[R], body: Mapping[str, Any]) -> R | None:
+    try:
+        return kind.parse(dict(body))
+    except InvalidObjectError as e:
+        log.error("ignoring invalid object: %s", e)
+        return None
+
+
+def _ref(vm: VirtualMachine) -> ObjectRef:
+    return ObjectRef(
+        constants.API_VERSION,
+        "VirtualMachine",
+        vm.metadata.name,
+        vm.metadata.namespace,
+        vm.metadata.uid,
+    )
+
+
+class Controller:
+    def __init__(self, settings: Settings, api: kubernetes.client.ApiClient) -> None:
+        self.settings = settings
+        self.world = World(clock=time.monotonic, config=settings.scheduler)
+        # Custom objects are untyped JSON either way; Any keeps the call sites readable.
+        self.custom: Any = kubernetes.client.CustomObjectsApi(api)
+        self.coord = kubernetes.client.CoordinationV1Api(api)
+        self.recorder = EventRecorder(api, "kubenova-operator", settings.identity)
+        self.elector = LeaderElector(
+            LeaseClient(api, settings.namespace, settings.leader_lease),
+            settings.identity,
+            settings.election,
+            on_started=self._takeover,
+            on_stopped=self._stepdown,
+        )
+        self.wake = asyncio.Event()
+        self.binds = asyncio.Semaphore(settings.bind_concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._binding_tasks: set[asyncio.Task[None]] = set()
+        self._leading = False
+
+    # -- watch events (every replica) ---------------------------------------------------------
+
+    def on_vm(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}"
+        if event_type == "DELETED":
+            self.world.remove_vm(key)
+        else:
+            vm = parse(VirtualMachine, body)
+            if vm is None:
+                return
+            self.world.upsert_vm(vm)
+        self.wake.set()
+
+    def on_host(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.world.remove_host(body["metadata"]["name"])
+            return
+        host = parse(Host, body)
+        if host is not None:
+            self.world.upsert_host(host, dt.datetime.now(dt.UTC))
+            self.wake.set()
+
+    def on_flavor(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.world.remove_flavor(body["metadata"]["name"])
+            return
+        flavor = parse(Flavor, body)
+        if flavor is not None:
+            self.world.upsert_flavor(flavor)
+            self.wake.set()
+
+    def on_pool(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.world.remove_pool(body["metadata"]["name"])
+            return
+        pool = parse(ResourcePool, body)
+        if pool is not None:
+            self.world.upsert_pool(pool)
+            self.wake.set()
+
+    def on_lease(self, event_type: str | None, lease: kubernetes.client.V1Lease) -> None:
+        assert lease.metadata is not None and lease.spec is not None
+        name = lease.metadata.name or ""
+        if not name.startswith(HOST_LEASE_PREFIX):
+            return
+        host = name.removeprefix(HOST_LEASE_PREFIX)
+        if event_type == "DELETED":
+            self.world.leases.pop(host, None)
+            return
+        record = HostLease(lease.spec.renew_time, lease.spec.lease_duration_seconds or 40)
+        self.world.upsert_lease(host, record, dt.datetime.now(dt.UTC))
+        self.wake.set()
+
+    # -- running --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loops = (
+            self.elector.run(),
+            self.recorder.run(),
+            self._schedule_loop(),
+            self._status_loop(),
+            self._watch_leases(),
+        )
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.elector.release()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _takeover(self) -> None:
+        """Before the first decision: re-read every VM, so bindings the previous leader made
+        just before it stepped down are counted (nothing is double-booked)."""
+        listing = await client.call(
+            self.custom.list_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            "virtualmachines",
+        )
+        seen = set()
+        for item in listing["items"]:
+            vm = parse(VirtualMachine, item)
+            if vm is not None:
+                seen.add(vm_key(vm))
+                self.world.upsert_vm(vm)
+        for key in set(self.world.vms) - seen:
+            self.world.remove_vm(key)
+        self._leading = True
+        metrics.LEADER.set(1)
+        log.info("leading: %d VMs, %d hosts in the cache", len(seen), len(self.world.hosts))
+        self.wake.set()
+
+    def _stepdown(self) -> None:
+        self._leading = False
+        metrics.LEADER.set(0)
+
+    def leading(self) -> bool:
+        return self._leading and self.elector.is_leader()
+
+    # -- the scheduling loop (leader) ------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            if not self.leading():
+                await self._sleep_until_woken(1.0)
+                continue
+            req = self.world.queue.pop()
+            self._report_queue()
+            if req is None:
+                nxt = self.world.queue.next_wake()
+                delay = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))
+                await self._sleep_until_woken(delay)
+                continue
+            vm = self.world.vms.get(req.key)
+            if vm is None or not self.world.schedulable(vm):
+                self.world.queue.done(req.key)
+                continue
+            started = time.perf_counter()
+            result = self.world.scheduler.schedule(req)
+            metrics.SCHEDULING_SECONDS.observe(time.perf_counter() - started)
+            if isinstance(result, Unschedulable):
+                self.world.queue.unschedulable(req, result.reasons)
+                await self._mark_unschedulable(vm, result)
+                continue
+            self.world.binding.add(req.key)
+            await self.binds.acquire()
+            task = asyncio.create_task(self._bind(vm, result, self.world.created_at.get(req.key)))
+            self._binding_tasks.add(task)
+            task.add_done_callback(self._binding_tasks.discard)
+            await asyncio.sleep(0)  # let watch events in between decisions
+
+    async def _sleep_until_woken(self, timeout: float) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _report_queue(self) -> None:
+        for name, n in self.world.queue.counts().items():
+            metrics.QUEUE_DEPTH.labels(name).set(n)
+
+    async def _bind(self, vm: VirtualMachine, decision: Decision, seen_at: float | None) -> None:
+        key = vm_key(vm)
+        trace_id = vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)
+        try:
+            with logs.trace(trace_id):
+                ok = await self._write_binding(vm, decision, trace_id)
+            if ok:
+                metrics.BINDS.labels("success").inc()
+                if seen_at is not None:
+                    metrics.PENDING_TO_BOUND_SECONDS.observe(time.monotonic() - seen_at)
+                self.world.queue.done(key)
+            else:
+                self._forget(key)
+        except Exception:
+            log.exception("binding %s failed", key)
+            metrics.BINDS.labels("error").inc()
+            self._forget(key)
+        finally:
+            self.world.binding.discard(key)
+            self.binds.release()
+
+    def _forget(self, key: str) -> None:
+        self.world.cache.forget(key)
+        self.world.queue.done(key)
+        vm = self.world.vms.get(key)
+        if vm is not None:
+            self.world.upsert_vm(vm)  # back in the queue if still pending
+        self.wake.set()
+
+    async def _write_binding(
+        self, vm: VirtualMachine, decision: Decision, trace_id: str | None
+    ) -> bool:
+        """Status first (host, GPUs, phase Scheduled) with the VM's resourceVersion as
+        precondition, then the host label the agent selects on."""
+        if not self.leading():
+            return False
+        now = dt.datetime.now(dt.UTC)
+        message = f"bound to host {decision.host}"
+        if decision.reservation:
+            message += " (reserved slot)"
+        change = lifecycle.Change(lifecycle.Event.BOUND, ACTOR, message, trace_id)
+        new_status, _ = lifecycle.apply(vm.status, change, now)
+        new_status = new_status.model_copy(
+            update={"host": decision.host, "gpu_devices": list(decision.gpus)}
+        )
+        started = time.perf_counter()
+        try:
+            updated = await self._patch_status(vm, new_status.to_dict())
+        except ApiException as e:
+            if e.status in (404, 409):
+                metrics.BINDS.labels("conflict").inc()
+                log.info("bind of %s lost a race (%s); retrying", vm_key(vm), e.status)
+                return False
+            raise
+        rv = updated["metadata"]["resourceVersion"]
+        await self._label_host(vm, decision.host, rv)
+        metrics.BIND_SECONDS.observe(time.perf_counter() - started)
+        log.info("bound %s to %s", vm_key(vm), decision.host, extra={"score": decision.score})
+        self.recorder.emit(_ref(vm), "Normal", "Scheduled", message)
+        return True
+
+    async def _patch_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": vm.metadata.resource_version}, "status": status}
+        result: dict[str, Any] = await client.call(
+            self.custom.patch_namespaced_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            vm.metadata.namespace,
+            "virtualmachines",
+            vm.metadata.name,
+            body,
+            _content_type=MERGE,
+        )
+        return result
+
+    async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> None:
+        await client.call(
+            self.custom.patch_namespaced_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            vm.metadata.namespace,
+            "virtualmachines",
+            vm.metadata.name,
+            {"metadata": meta},
+            _content_type=MERGE,
+        )
+
+    async def _label_host(self, vm: VirtualMachine, host: str, rv: str) -> None:
+        """The label is derived from status.host, so it is safe to retry on conflicts."""
+        for _ in range(5):
+            try:
+                await self._patch_meta(
+                    vm, {"resourceVersion": rv, "labels": {constants.LABEL_HOST: host}}
+                )
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                fresh = await client.call(
+                    self.custom.get_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    vm.metadata.namespace,
+                    "virtualmachines",
+                    vm.metadata.name,
+                )
+                if fresh.get("status", {}).get("host") != host:
+                    return  # someone else decided since; their label wins
+                rv = fresh["metadata"]["resourceVersion"]
+        log.error("could not label %s with host %s after 5 conflicts", vm_key(vm), host)
+
+    async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
+        reason = min(why.reasons, key=lambda r: r.value).value if why.reasons else "Unknown"
+        metrics.UNSCHEDULABLE.labels(reason).inc()
+        change = lifecycle.Change(
+            lifecycle.Event.UNSCHEDULABLE,
+            ACTOR,
+            why.message,
+            vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
+        )
+        new_status, _ = lifecycle.apply(vm.status, change, dt.datetime.now(dt.UTC))
+        if new_status is vm.status or not self.leading():
+            return  # the same explanation is already there
+        try:
+            await self._patch_status(vm, new_status.to_dict())
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+            return
+        self.recorder.emit(_ref(vm), "Warning", "FailedScheduling", why.message)
+
+    # -- status of VMs being deleted, Hosts, Flavors, Pools (leader) ---------------------------
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_period)
+            if not self.leading():
+                continue
+            try:
+                await self._sync_statuses()
+            except Exception:
+                log.exception("status sync failed; retrying")
+
+    async def _sync_statuses(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        await self._sync_finalizers()
+        phases = self.world.phases()
+        for phase in VMPhase:
+            metrics.VMS.labels(phase.value).set(phases.get(phase.value, 0))
+        states: dict[str, int] = {p.value: 0 for p in HostPhase}
+        for name, host in list(self.world.hosts.items()):
+            host_phase = self.world.host_phase(name, now)
+            states[host_phase.value] += 1
+            if host.status.phase is not host_phase:
+                await self._set_host_phase(host, host_phase, now)
+        for state, n in states.items():
+            metrics.HOSTS.labels(state).set(n)
+        counts = self.world.flavor_counts()
+        for name, flavor in list(self.world.flavors.items()):
+            used = counts.get(name, 0)
+            if flavor.status.vm_count != used or (
+                flavor.status.observed_generation != flavor.metadata.generation
+            ):
+                status = {"vmCount": used, "observedGeneration": flavor.metadata.generation}
+                await self._patch_cluster_status("flavors", name, status)
+        for pool in list(self.world.pools.values()):
+            await self._sync_pool(pool)
+        metrics.EVENTS_DROPPED.set(self.recorder.dropped)
+
+    async def _sync_finalizers(self) -> None:
+        for vm in list(self.world.vms.values()):
+            fins = vm.metadata.finalizers
+            deleting = vm.metadata.deletion_timestamp is not None
+            try:
+                if not deleting and constants.VM_FINALIZER not in fins:
+                    await self._patch_meta(
+                        vm,
+                        {
+                            "resourceVersion": vm.metadata.resource_version,
+                            "finalizers": [*fins, constants.VM_FINALIZER],
+                        },
+                    )
+                elif deleting and not vm.status.host and constants.VM_FINALIZER in fins:
+                    # Never bound: no agent has a domain to clean up.
+                    await self._patch_meta(
+                        vm,
+                        {
+                            "resourceVersion": vm.metadata.resource_version,
+                            "finalizers": [f for f in fins if f != constants.VM_FINALIZER],
+                        },
+                    )
+                elif deleting and vm.status.host and vm.status.phase is not VMPhase.DELETING:
+                    change = lifecycle.Change(
+                        lifecycle.Event.DELETE_REQUESTED,
+                        ACTOR,
+                        f"deleting; waiting for the agent on {vm.status.host}",
+                        vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
+                    )
+                    new_status, _ = lifecycle.apply(vm.status, change, dt.datetime.now(dt.UTC))
+                    await self._patch_status(vm, new_status.to_dict())
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+
+    async def _set_host_phase(self, host: Host, phase: HostPhase, now: dt.datetime) -> None:
+        ready = phase is HostPhase.READY
+        cond = Condition(
+            type=constants.COND_HOST_READY,
+            status=ConditionStatus.TRUE if ready else ConditionStatus.FALSE,
+            reason=constants.REASON_HEARTBEAT_FRESH
+            if ready
+            else constants.REASON_HEARTBEAT_EXPIRED,
+            message="heartbeat Lease is fresh" if ready else "heartbeat Lease expired or missing",
+        )
+        conds = set_condition(host.status.conditions, cond, now)
+        status = {"phase": phase.value, "conditions": [c.to_dict() for c in conds]}
+        await self._patch_cluster_status("hosts", host.metadata.name, status)
+        log.info("host %s is %s", host.metadata.name, phase.value)
+
+    async def _sync_pool(self, pool: ResourcePool) -> None:
+        from kubenova.scheduler import adapt  # the only adapter back to the API
+
+        computed = self.world.pool_status(pool.metadata.name)
+        if computed is None:
+            return
+        new = adapt.pool_status(computed).model_copy(
+            update={
+                "observed_generation": pool.metadata.generation,
+                "conditions": pool.status.conditions,
+            }
+        )
+        for res, cap, alloc, held in (
+            ("vcpus", computed.capacity.vcpus, computed.allocated.vcpus, computed.reserved.vcpus),
+            (
+                "memory_bytes",
+                computed.capacity.memory_mib * 2**20,
+                computed.allocated.memory_mib * 2**20,
+                computed.reserved.memory_mib * 2**20,
+            ),
+            ("gpus", computed.capacity.gpus, computed.allocated.gpus, computed.reserved.gpus),
+        ):
+            metrics.POOL_CAPACITY.labels(pool.metadata.name, res).set(cap)
+            metrics.POOL_ALLOCATED.labels(pool.metadata.name, res).set(alloc)
+            metrics.POOL_RESERVED.labels(pool.metadata.name, res).set(held)
+        for flavor, n in computed.available.items():
+            metrics.POOL_FITS.labels(pool.metadata.name, flavor).set(n)
+        if new.to_dict() != pool.status.to_dict():
+            await self._patch_cluster_status("resourcepools", pool.metadata.name, new.to_dict())
+
+    async def _patch_cluster_status(self, plural: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await client.call(
+                self.custom.patch_cluster_custom_object_status,
+                constants.GROUP,
+                constants.VERSION,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    # -- host heartbeats -------------------------------------------------------------------------
+
+    async def _watch_leases(self) -> None:
+        """Heartbeat Leases of the kubenova namespace only (not a cluster-wide Lease watch)."""
+        while True:
+            try:
+                listing = await client.call(
+                    self.coord.list_namespaced_lease, self.settings.namespace
+                )
+                for lease in listing.items:
+                    self.on_lease("ADDED", lease)
+                rv = listing.metadata.resource_version if listing.metadata else None
+                await self._in_daemon_thread(rv)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("lease watch ended (%s); re-listing", e)
+                await asyncio.sleep(1.0)
+
+    async def _in_daemon_thread(self, rv: str | None) -> None:
+        """The client's watch blocks; a daemon thread lets the process exit mid-watch."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def stream() -> None:
+            try:
+                watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+                for event in watch.stream(
+                    self.coord.list_namespaced_lease,
+                    self.settings.namespace,
+                    resource_version=rv,
+                    timeout_seconds=self.settings.watch_timeout,
+                    _request_timeout=self.settings.watch_timeout + 15,
+                ):
+                    loop.call_soon_threadsafe(self.on_lease, event["type"], event["object"])
+            except BaseException as e:
+                loop.call_soon_threadsafe(finish, e)
+            else:
+                loop.call_soon_threadsafe(finish, None)
+
+        threading.Thread(target=stream, name="lease-watch", daemon=True).start()
+        await done

@@ -1,0 +1,74 @@
+"""kopf registration: watch events of the kubenova kinds into the Controller. Only handlers
+live here; every decision is the Controller's (and the pure modules' under it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kubenova.api import constants
+from kubenova.kube import client
+from kubenova.operator.controller import Controller, Settings
+
+log = logging.getLogger(__name__)
+
+_settings: Settings | None = None
+_controller: Controller | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Called by __main__ before kopf starts."""
+    global _settings
+    _settings = settings
+
+
+def _ctl() -> Controller:
+    if _controller is None:
+        raise kopf.TemporaryError("the controller is starting", delay=1)
+    return _controller
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _controller
+    if _settings is None:
+        raise RuntimeError("kubenova.operator.handlers.configure() was not called")
+    # Our own Lease election decides who acts; kopf's peering would only pause replicas.
+    settings.peering.standalone = True
+    # kopf's watches can stall silently without these.
+    settings.watching.server_timeout = _settings.watch_timeout
+    settings.watching.client_timeout = _settings.watch_timeout + 15
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.posting.level = logging.WARNING
+    _controller = Controller(_settings, client.api_client())
+    _controller.start()
+    log.info("operator %s started", _settings.identity)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _controller is not None:
+        await _controller.stop()
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "virtualmachines")
+async def vm_event(event: kopf.RawEvent, **_: Any) -> None:
+    _ctl().on_vm(event["type"], event["object"])
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "hosts")
+async def host_event(event: kopf.RawEvent, **_: Any) -> None:
+    _ctl().on_host(event["type"], event["object"])
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "flavors")
+async def flavor_event(event: kopf.RawEvent, **_: Any) -> None:
+    _ctl().on_flavor(event["type"], event["object"])
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "resourcepools")
+async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
+    _ctl().on_pool(event["type"], event["object"])

@@ -1,0 +1,216 @@
+"""What the operator knows — the latest API objects and the scheduler state built from them —
+and how each watch event changes it. Pure: no kopf, no Kubernetes client; the controller
+feeds it parsed objects and performs the writes it asks for.
+
+Every replica keeps a World warm from its watches; only the leader acts on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine, constants
+from kubenova.api.host import HostPhase
+from kubenova.api.vm import VMPhase
+from kubenova.scheduler import adapt, model, status
+from kubenova.scheduler.cache import CacheError, CapacityCache
+from kubenova.scheduler.framework import Scheduler, SchedulerConfig
+from kubenova.scheduler.queue import Event as QueueEvent
+from kubenova.scheduler.queue import SchedulingQueue
+
+log = logging.getLogger(__name__)
+
+
+def vm_key(vm: VirtualMachine) -> str:
+    return f"{vm.metadata.namespace or 'default'}/{vm.metadata.name}"
+
+
+@dataclass
+class HostLease:
+    """A host's heartbeat as its Lease says."""
+
+    renew_time: dt.datetime | None
+    duration_seconds: int
+
+    def fresh(self, now: dt.datetime) -> bool:
+        if self.renew_time is None:
+            return False
+        return now < self.renew_time + dt.timedelta(seconds=self.duration_seconds)
+
+
+@dataclass
+class World:
+    clock: model.Clock
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.cache = CapacityCache()
+        self.scheduler = Scheduler(self.cache, self.clock, self.rng, self.config)
+        self.queue = SchedulingQueue(self.clock)
+        self.vms: dict[str, VirtualMachine] = {}
+        self.hosts: dict[str, Host] = {}
+        self.flavors: dict[str, Flavor] = {}
+        self.pools: dict[str, ResourcePool] = {}
+        self.leases: dict[str, HostLease] = {}
+        self.created_at: dict[str, float] = {}
+        self.binding: set[str] = set()
+        """VMs with a bind in flight: not to be queued again until it settles."""
+
+    # -- VMs ----------------------------------------------------------------------------
+
+    def upsert_vm(self, vm: VirtualMachine) -> None:
+        key = vm_key(vm)
+        self.vms[key] = vm
+        self.created_at.setdefault(key, self.clock())
+        host = vm.status.host
+        if host:
+            self.queue.remove(key)
+            self._count_bound(key, vm, host)
+            return
+        alloc = self.cache.allocations.get(key)
+        if alloc is not None and not alloc.assumed:
+            # It was bound and is not any more (rescheduled after a host failure).
+            self.cache.remove_vm(key)
+            self.queue.on_event(QueueEvent.CAPACITY_FREED)
+        if self.schedulable(vm) and key not in self.binding and key not in self.queue:
+            req = self.request(vm)
+            if req is not None:
+                self.queue.push(req)
+
+    def _count_bound(self, key: str, vm: VirtualMachine, host: str) -> None:
+        alloc = self.cache.allocations.get(key)
+        if alloc is not None and alloc.host == host and not alloc.slot:
+            self.cache.confirm(key)
+            return
+        req = self.request(vm)
+        if req is None or host not in self.cache.hosts:
+            return  # counted once its flavor or host is known (see recount_pending)
+        try:
+            self.cache.add_vm(req, host, tuple(vm.status.gpu_devices))
+        except CacheError as e:
+            log.error("cannot count VM %s on host %s: %s", key, host, e)
+        self.queue.on_event(QueueEvent.VM_PLACED)
+
+    def remove_vm(self, key: str) -> None:
+        self.vms.pop(key, None)
+        self.created_at.pop(key, None)
+        self.queue.remove(key)
+        self.binding.discard(key)
+        if self.cache.remove_vm(key) is not None:
+            self.queue.on_event(QueueEvent.CAPACITY_FREED)
+
+    @staticmethod
+    def schedulable(vm: VirtualMachine) -> bool:
+        """Unbound, not being deleted, and pending."""
+        return (
+            not vm.status.host
+            and vm.metadata.deletion_timestamp is None
+            and vm.status.phase in (VMPhase.PENDING,)
+        )
+
+    def request(self, vm: VirtualMachine) -> model.VMRequest | None:
+        flavor = self.cache.flavors.get(vm.spec.flavor)
+        try:
+            return adapt.vm(
+                vm, flavor.size if flavor else None, self.created_at.get(vm_key(vm), 0.0)
+            )
+        except ValueError:
+            return None
+
+    def recount_pending(self) -> None:
+        """After a flavor or host appears: count bound VMs that could not be counted before,
+        and queue pending VMs that had no known size."""
+        for key, vm in self.vms.items():
+            if vm.status.host and key not in self.cache.allocations:
+                self._count_bound(key, vm, vm.status.host)
+            elif self.schedulable(vm) and key not in self.queue and key not in self.binding:
+                req = self.request(vm)
+                if req is not None:
+                    self.queue.push(req)
+
+    # -- hosts, leases, flavors, pools --------------------------------------------------------
+
+    def upsert_host(self, host: Host, now: dt.datetime) -> None:
+        name = host.metadata.name
+        added = name not in self.hosts
+        self.hosts[name] = host
+        self.cache.upsert_host(adapt.host(host, self._heartbeat_at(name, now)))
+        self.queue.on_event(QueueEvent.HOST_ADDED if added else QueueEvent.HOST_CHANGED)
+        if added:
+            self.recount_pending()
+
+    def remove_host(self, name: str) -> None:
+        self.hosts.pop(name, None)
+        if name in self.cache.hosts:
+            self.cache.remove_host(name)
+
+    def upsert_lease(self, host: str, lease: HostLease, now: dt.datetime) -> None:
+        old = self.leases.get(host)
+        self.leases[host] = lease
+        if host in self.cache.hosts:
+            self.cache.heartbeat(host, self._heartbeat_at(host, now))
+            if old is None or old.fresh(now) != lease.fresh(now):
+                self.queue.on_event(QueueEvent.HOST_CHANGED)
+
+    def _heartbeat_at(self, host: str, now: dt.datetime) -> float:
+        """The lease's renew time on the scheduler's clock."""
+        lease = self.leases.get(host)
+        if lease is None or lease.renew_time is None:
+            return float("-inf")
+        return self.clock() - (now - lease.renew_time).total_seconds()
+
+    def upsert_flavor(self, flavor: Flavor) -> None:
+        self.flavors[flavor.metadata.name] = flavor
+        self.cache.upsert_flavor(adapt.flavor(flavor))
+        self.recount_pending()
+
+    def remove_flavor(self, name: str) -> None:
+        self.flavors.pop(name, None)
+        self.cache.remove_flavor(name)
+
+    def upsert_pool(self, pool: ResourcePool) -> None:
+        self.pools[pool.metadata.name] = pool
+        self.cache.upsert_pool(adapt.pool(pool))
+        self.scheduler.refill_reservations(pool.metadata.name)
+        self.queue.on_event(QueueEvent.POOL_CHANGED)
+
+    def remove_pool(self, name: str) -> None:
+        self.pools.pop(name, None)
+        self.cache.remove_pool(name)
+
+    # -- what the leader should write ----------------------------------------------------------
+
+    def host_phase(self, name: str, now: dt.datetime) -> HostPhase:
+        lease = self.leases.get(name)
+        if lease is None:
+            return HostPhase.UNKNOWN
+        return HostPhase.READY if lease.fresh(now) else HostPhase.NOT_READY
+
+    def flavor_counts(self) -> Counter[str]:
+        return Counter(vm.spec.flavor for vm in self.vms.values())
+
+    def pool_status(self, name: str) -> status.PoolStatus | None:
+        return status.pool_status(
+            self.cache, name, self.clock(), self.scheduler.config.heartbeat_max_age
+        )
+
+    def phases(self) -> Counter[str]:
+        return Counter(vm.status.phase.value for vm in self.vms.values())
+
+    def vms_on(self, host: str) -> list[VirtualMachine]:
+        return [vm for vm in self.vms.values() if vm.status.host == host]
+
+    def unbound_deleting(self) -> list[VirtualMachine]:
+        """VMs being deleted that no agent will clean up: the operator releases them."""
+        return [
+            vm
+            for vm in self.vms.values()
+            if vm.metadata.deletion_timestamp is not None
+            and not vm.status.host
+            and constants.VM_FINALIZER in vm.metadata.finalizers
+        ]
