@@ -19,4 +19,9 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
 
 
 # Fixtures that start services, usable from every test folder.
-pytest_plugins = ["tests.fixtures.cluster"]
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.operator",
+    "tests.fixtures.webhook",
+    "tests.fixtures.libvirt",
+]

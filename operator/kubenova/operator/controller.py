@@ -165,17 +165,29 @@ class Controller:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _takeover(self) -> None:
-        """Before the first decision: re-read every VM, so bindings the previous leader made
-        just before it stepped down are counted (nothing is double-booked)."""
+    async def _list(self, plural: str) -> list[dict[str, Any]]:
         listing = await client.call(
-            self.custom.list_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            "virtualmachines",
+            self.custom.list_cluster_custom_object, constants.GROUP, constants.VERSION, plural
         )
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    async def _takeover(self) -> None:
+        """Before the first decision, read everything afresh, as kube-scheduler waits for its
+        informers to sync: bindings the previous leader made just before it stepped down are
+        counted (nothing is double-booked) and no VM is judged against a half-known cluster."""
+        leases = await client.call(self.coord.list_namespaced_lease, self.settings.namespace)
+        for lease in leases.items:
+            self.on_lease("ADDED", lease)
+        for plural, handler in (
+            ("flavors", self.on_flavor),
+            ("resourcepools", self.on_pool),
+            ("hosts", self.on_host),
+        ):
+            for item in await self._list(plural):
+                handler("ADDED", item)
         seen = set()
-        for item in listing["items"]:
+        for item in await self._list("virtualmachines"):
             vm = parse(VirtualMachine, item)
             if vm is not None:
                 seen.add(vm_key(vm))
@@ -380,7 +392,9 @@ class Controller:
 
     async def _sync_statuses(self) -> None:
         now = dt.datetime.now(dt.UTC)
-        await self._sync_finalizers()
+        if self.world.expire_leases(now):
+            self.wake.set()
+        await self._sync_vm_metadata()
         phases = self.world.phases()
         for phase in VMPhase:
             metrics.VMS.labels(phase.value).set(phases.get(phase.value, 0))
@@ -404,12 +418,18 @@ class Controller:
             await self._sync_pool(pool)
         metrics.EVENTS_DROPPED.set(self.recorder.dropped)
 
-    async def _sync_finalizers(self) -> None:
+    async def _sync_vm_metadata(self) -> None:
+        """Finalizers, the host label (a leader may die between writing status.host and the
+        label), and the Deleting phase."""
         for vm in list(self.world.vms.values()):
             fins = vm.metadata.finalizers
             deleting = vm.metadata.deletion_timestamp is not None
+            host = vm.status.host
             try:
-                if not deleting and constants.VM_FINALIZER not in fins:
+                if host and vm.metadata.labels.get(constants.LABEL_HOST) != host:
+                    if vm_key(vm) not in self.world.binding:
+                        await self._label_host(vm, host, vm.metadata.resource_version or "")
+                elif not deleting and constants.VM_FINALIZER not in fins:
                     await self._patch_meta(
                         vm,
                         {

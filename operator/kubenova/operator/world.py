@@ -7,6 +7,7 @@ Every replica keeps a World warm from its watches; only the leader acts on it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -139,7 +140,7 @@ class World:
         name = host.metadata.name
         added = name not in self.hosts
         self.hosts[name] = host
-        self.cache.upsert_host(adapt.host(host, self._heartbeat_at(name, now)))
+        self._refresh_host(name, now)
         self.queue.on_event(QueueEvent.HOST_ADDED if added else QueueEvent.HOST_CHANGED)
         if added:
             self.recount_pending()
@@ -149,13 +150,31 @@ class World:
         if name in self.cache.hosts:
             self.cache.remove_host(name)
 
+    def _refresh_host(self, name: str, now: dt.datetime) -> None:
+        """The Lease, not the Host's written phase, says whether a host is ready: the phase is
+        only our own report of the Lease, and may lag it."""
+        info = adapt.host(self.hosts[name], self._heartbeat_at(name, now))
+        ready = self.host_phase(name, now) is HostPhase.READY
+        self.cache.upsert_host(dataclasses.replace(info, ready=ready))
+
     def upsert_lease(self, host: str, lease: HostLease, now: dt.datetime) -> None:
         old = self.leases.get(host)
         self.leases[host] = lease
-        if host in self.cache.hosts:
-            self.cache.heartbeat(host, self._heartbeat_at(host, now))
-            if old is None or old.fresh(now) != lease.fresh(now):
+        if host in self.hosts:
+            was_fresh = old is not None and old.fresh(now)
+            self._refresh_host(host, now)
+            if was_fresh != lease.fresh(now):
                 self.queue.on_event(QueueEvent.HOST_CHANGED)
+
+    def expire_leases(self, now: dt.datetime) -> list[str]:
+        """Hosts whose Lease ran out since they were last refreshed; they take no new VMs."""
+        expired = []
+        for name, entry in self.cache.hosts.items():
+            if entry.info.ready and self.host_phase(name, now) is not HostPhase.READY:
+                expired.append(name)
+        for name in expired:
+            self._refresh_host(name, now)
+        return expired
 
     def _heartbeat_at(self, host: str, now: dt.datetime) -> float:
         """The lease's renew time on the scheduler's clock."""
