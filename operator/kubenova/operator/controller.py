@@ -249,7 +249,8 @@ class Controller:
 
     async def _bind(self, vm: VirtualMachine, decision: Decision, seen_at: float | None) -> None:
         key = vm_key(vm)
-        trace_id = vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)
+        # The webhook gives each VM its trace id; without webhooks the operator does, here.
+        trace_id = vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID) or logs.new_trace_id()
         try:
             with logs.trace(trace_id):
                 ok = await self._write_binding(vm, decision, trace_id)
@@ -302,7 +303,7 @@ class Controller:
                 return False
             raise
         rv = updated["metadata"]["resourceVersion"]
-        await self._label_host(vm, decision.host, rv)
+        await self._label_host(vm, decision.host, rv, trace_id)
         metrics.BIND_SECONDS.observe(time.perf_counter() - started)
         log.info("bound %s to %s", vm_key(vm), decision.host, extra={"score": decision.score})
         self.recorder.emit(_ref(vm), "Normal", "Scheduled", message)
@@ -334,13 +335,16 @@ class Controller:
             _content_type=MERGE,
         )
 
-    async def _label_host(self, vm: VirtualMachine, host: str, rv: str) -> None:
+    async def _label_host(
+        self, vm: VirtualMachine, host: str, rv: str, trace_id: str | None = None
+    ) -> None:
         """The label is derived from status.host, so it is safe to retry on conflicts."""
+        meta: dict[str, Any] = {"labels": {constants.LABEL_HOST: host}}
+        if trace_id and constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
+            meta["annotations"] = {constants.ANNOTATION_TRACE_ID: trace_id}
         for _ in range(5):
             try:
-                await self._patch_meta(
-                    vm, {"resourceVersion": rv, "labels": {constants.LABEL_HOST: host}}
-                )
+                await self._patch_meta(vm, {"resourceVersion": rv, **meta})
                 return
             except ApiException as e:
                 if e.status != 409:
@@ -430,13 +434,13 @@ class Controller:
                     if vm_key(vm) not in self.world.binding:
                         await self._label_host(vm, host, vm.metadata.resource_version or "")
                 elif not deleting and constants.VM_FINALIZER not in fins:
-                    await self._patch_meta(
-                        vm,
-                        {
-                            "resourceVersion": vm.metadata.resource_version,
-                            "finalizers": [*fins, constants.VM_FINALIZER],
-                        },
-                    )
+                    meta: dict[str, Any] = {
+                        "resourceVersion": vm.metadata.resource_version,
+                        "finalizers": [*fins, constants.VM_FINALIZER],
+                    }
+                    if constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
+                        meta["annotations"] = {constants.ANNOTATION_TRACE_ID: logs.new_trace_id()}
+                    await self._patch_meta(vm, meta)
                 elif deleting and not vm.status.host and constants.VM_FINALIZER in fins:
                     # Never bound: no agent has a domain to clean up.
                     await self._patch_meta(
@@ -455,6 +459,7 @@ class Controller:
                     )
                     new_status, _ = lifecycle.apply(vm.status, change, dt.datetime.now(dt.UTC))
                     await self._patch_status(vm, new_status.to_dict())
+                    self.recorder.emit(_ref(vm), "Normal", "Deleting", change.message)
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
@@ -473,6 +478,10 @@ class Controller:
         status = {"phase": phase.value, "conditions": [c.to_dict() for c in conds]}
         await self._patch_cluster_status("hosts", host.metadata.name, status)
         log.info("host %s is %s", host.metadata.name, phase.value)
+        ref = ObjectRef(constants.API_VERSION, "Host", host.metadata.name, None, host.metadata.uid)
+        self.recorder.emit(
+            ref, "Normal" if ready else "Warning", f"Host{phase.value}", cond.message
+        )
 
     async def _sync_pool(self, pool: ResourcePool) -> None:
         from kubenova.scheduler import adapt  # the only adapter back to the API
