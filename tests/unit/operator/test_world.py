@@ -1,0 +1,155 @@
+"""The operator's pure state: how watch events change the cache and the queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine
+from kubenova.api.host import HostPhase
+from kubenova.operator.world import HostLease, World
+
+pytestmark = pytest.mark.unit
+NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _host(name: str, cpus: int = 4, memory: str = "8Gi", **labels: str) -> Host:
+    return Host.parse(
+        {
+            "kind": "Host",
+            "metadata": {"name": name, "labels": {"class": "general", **labels}},
+            "spec": {},
+            "status": {"capacity": {"cpus": cpus, "memory": memory, "disk": "100Gi"}},
+        }
+    )
+
+
+def _vm(name: str, host: str | None = None, **status: Any) -> VirtualMachine:
+    st: dict[str, Any] = dict(status)
+    if host:
+        st.setdefault("phase", "Running")
+        st["host"] = host
+    return VirtualMachine.parse(
+        {
+            "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"flavor": "f", "pool": "general", "boot": {"image": "x"}},
+            "status": st,
+        }
+    )
+
+
+def _world(*hosts: Host) -> World:
+    w = World(clock=Clock())
+    w.upsert_flavor(
+        Flavor.parse(
+            {
+                "kind": "Flavor",
+                "metadata": {"name": "f"},
+                "spec": {"vcpus": 2, "memory": "4Gi", "disk": "10Gi"},
+            }
+        )
+    )
+    w.upsert_pool(
+        ResourcePool.parse(
+            {
+                "kind": "ResourcePool",
+                "metadata": {"name": "general"},
+                "spec": {"hostSelector": {"matchLabels": {"class": "general"}}},
+            }
+        )
+    )
+    for h in hosts:
+        w.upsert_lease(h.metadata.name, HostLease(NOW, 40), NOW)
+        w.upsert_host(h, NOW)
+    return w
+
+
+def test_bound_vms_are_counted_and_pending_ones_queued() -> None:
+    w = _world(_host("h1"))
+    w.upsert_vm(_vm("a", host="h1"))
+    w.upsert_vm(_vm("b"))
+    assert w.cache.hosts["h1"].free_mem == 4096
+    assert "ns/b" in w.queue and "ns/a" not in w.queue
+
+
+def test_a_restart_rebuilds_the_same_allocations_in_any_event_order() -> None:
+    vms = [_vm("a", host="h1"), _vm("b", host="h2"), _vm("c", host="h1")]
+    first = _world(_host("h1"), _host("h2"))
+    for vm in vms:
+        first.upsert_vm(vm)
+    # A restarted replica may see VMs before their hosts and flavors.
+    second = World(clock=Clock())
+    for vm in reversed(vms):
+        second.upsert_vm(vm)
+    second.upsert_flavor(first.flavors["f"])
+    second.upsert_pool(first.pools["general"])
+    for name in ("h2", "h1"):
+        second.upsert_lease(name, HostLease(NOW, 40), NOW)
+        second.upsert_host(first.hosts[name], NOW)
+    free = {n: e.free_mem for n, e in first.cache.hosts.items()}
+    assert {n: e.free_mem for n, e in second.cache.hosts.items()} == free
+    assert free == {"h1": 0, "h2": 4096}
+    # Seeing every VM again changes nothing.
+    for vm in vms:
+        second.upsert_vm(vm)
+    assert {n: e.free_mem for n, e in second.cache.hosts.items()} == free
+
+
+def test_an_assumed_vm_is_confirmed_not_counted_twice() -> None:
+    w = _world(_host("h1"))
+    vm = _vm("a")
+    w.upsert_vm(vm)
+    req = w.queue.pop()
+    assert req is not None
+    decision = w.scheduler.schedule(req)
+    assert getattr(decision, "host", None) == "h1"
+    assert w.cache.hosts["h1"].free_mem == 4096
+    w.upsert_vm(_vm("a", host="h1", phase="Scheduled"))
+    assert w.cache.hosts["h1"].free_mem == 4096
+    assert not w.cache.allocations["ns/a"].assumed
+
+
+def test_deleting_a_vm_frees_its_host() -> None:
+    w = _world(_host("h1"))
+    w.upsert_vm(_vm("a", host="h1"))
+    w.remove_vm("ns/a")
+    assert w.cache.hosts["h1"].free_mem == 8192
+    w.remove_vm("ns/a")  # idempotent
+    assert w.cache.hosts["h1"].free_mem == 8192
+
+
+def test_readiness_follows_the_lease_not_the_written_phase() -> None:
+    w = _world(_host("h1"))
+    assert w.host_phase("h1", NOW) is HostPhase.READY
+    assert w.cache.hosts["h1"].info.ready
+    later = NOW + dt.timedelta(seconds=41)
+    assert w.host_phase("h1", later) is HostPhase.NOT_READY
+    assert w.expire_leases(later) == ["h1"]
+    assert not w.cache.hosts["h1"].info.ready
+    assert w.expire_leases(later) == [], "reported once"
+    w.upsert_lease("h1", HostLease(later, 40), later)
+    assert w.cache.hosts["h1"].info.ready
+    assert w.host_phase("unknown-host", NOW) is HostPhase.UNKNOWN
+
+
+def test_flavor_counts_and_unbound_deleting() -> None:
+    w = _world(_host("h1"))
+    w.upsert_vm(_vm("a", host="h1"))
+    gone = _vm("b").model_copy(deep=True)
+    gone.metadata.deletion_timestamp = NOW
+    gone.metadata.finalizers = ["kubenova.io/domain-cleanup"]
+    w.upsert_vm(gone)
+    assert w.flavor_counts() == {"f": 2}
+    assert [v.metadata.name for v in w.unbound_deleting()] == ["b"]
+    assert "ns/b" not in w.queue, "a VM being deleted is not scheduled"
