@@ -4,6 +4,7 @@ These tests play the node agents' part (Hosts and heartbeat Leases)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from typing import Any
 
@@ -69,8 +70,7 @@ def test_vms_land_on_hosts_that_satisfy_pool_capacity_selector_and_anti_affinity
     # No host in the pool has room for 32 vCPUs / 128Gi: the VM says why, in one line.
     kn.vm("huge", big, pool)
     reason = wait_for("an explanation", lambda: kn.get_vm("huge").get("status", {}).get("reason"))
-    assert reason.startswith("0/3 hosts:"), reason
-    assert "insufficient" in reason
+    assert re.match(rf"0/\d+ hosts: 3 insufficient memory, \d+ not in pool {pool}", reason), reason
     vm = kn.get_vm("huge")
     (cond,) = [c for c in vm["status"]["conditions"] if c["type"] == "Scheduled"]
     assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
@@ -131,8 +131,10 @@ def test_a_host_whose_lease_expired_is_not_ready_and_gets_no_vms(
         kn.vm(f"vm-{i}", flavor, pool)
     bound = wait_for("VMs placed", lambda: _bound(kn, ["vm-0", "vm-1"]))
     assert set(bound.values()) == {f"{ns}-fresh"}, "spread would prefer the big host if ready"
-    reason = wait_for("the third explained", lambda: kn.get_vm("vm-2")["status"].get("reason"))
-    assert "1 heartbeat" in reason or "stale" in reason or "not ready" in reason, reason
+    reason = wait_for(
+        "the third explained", lambda: kn.get_vm("vm-2").get("status", {}).get("reason")
+    )
+    assert reason == "0/2 hosts: 1 insufficient cpu, 1 not ready", reason
 
     # The heartbeat comes back: Ready again, and the waiting VM lands there.
     kn.heartbeat(f"{ns}-stale")

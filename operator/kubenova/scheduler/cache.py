@@ -5,6 +5,7 @@ the scheduler's own assumptions; assume → confirm / forget are idempotent. Pur
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class HostEntry:
         "peak",
         "peak_at",
         "pools",
+        "standing",
         "used_cpu",
         "used_disk",
         "used_mem",
@@ -61,6 +63,7 @@ class HostEntry:
         self.free_gpus: dict[str, list[str]] = {}
         self.gpu_capacity: dict[str, int] = {}
         self.order_key = -1
+        self.standing = Standing.PLAIN
         self.load_cpu = 0.0
         self.load_mem = 0.0
         self.peak = 0.0
@@ -83,14 +86,31 @@ class HostEntry:
         return self.alloc_disk - self.used_disk
 
 
+class Standing(enum.IntEnum):
+    """Where a host sits in its pools' indexes. Hosts that no VM can use are kept out of the
+    orders, or every search would walk past them again and again: cordoned and not-ready
+    hosts stay empty while the others fill, and so gather where best- and worst-fit begin."""
+
+    PLAIN = 0
+    """No taints: in `order`."""
+    TAINTED = 1
+    """In `tainted`, searched only for VMs with tolerations."""
+    CORDONED = 2
+    NOT_READY = 3
+
+
 class PoolState:
-    __slots__ = ("info", "members", "order")
+    __slots__ = ("cordoned", "info", "members", "not_ready", "order", "tainted")
 
     def __init__(self, info: PoolInfo, members: set[int]) -> None:
         self.info = info
         self.members = members
         self.order = SortedInts()
-        """Order keys of the members, ascending free memory."""
+        """Order keys of the untainted schedulable members, ascending free memory."""
+        self.tainted = SortedInts()
+        """Order keys of the tainted schedulable members."""
+        self.cordoned: set[int] = set()
+        self.not_ready: set[int] = set()
 
 
 @dataclass(slots=True)
@@ -359,12 +379,12 @@ class CapacityCache:
     # -- iteration helpers -----------------------------------------------------------------
 
     def pool_hosts(self, pool: str) -> Iterator[HostEntry]:
+        """Every member of `pool`, in no particular order."""
         p = self.pools.get(pool)
         if p is None:
             return
-        by_id = self.by_id
-        for key in p.order:
-            yield by_id[key & ID_MASK]
+        for host_id in sorted(p.members):
+            yield self.by_id[host_id]
 
     # -- internals -----------------------------------------------------------------------
 
@@ -470,13 +490,39 @@ class CapacityCache:
         e.gpu_capacity = capacity
 
     def _order(self, e: HostEntry) -> None:
-        e.order_key = (max(e.free_mem, 0) << ID_BITS) | e.id
-        for p in e.pools:
-            self.pools[p].order.add(e.order_key)
+        info = e.info
+        if not info.ready:
+            e.standing = Standing.NOT_READY
+        elif info.unschedulable:
+            e.standing = Standing.CORDONED
+        elif info.taints:
+            e.standing = Standing.TAINTED
+        else:
+            e.standing = Standing.PLAIN
+        e.order_key = key = (max(e.free_mem, 0) << ID_BITS) | e.id
+        for name in e.pools:
+            p = self.pools[name]
+            if e.standing is Standing.PLAIN:
+                p.order.add(key)
+            elif e.standing is Standing.TAINTED:
+                p.tainted.add(key)
+            elif e.standing is Standing.CORDONED:
+                p.cordoned.add(e.id)
+            else:
+                p.not_ready.add(e.id)
 
     def _unorder(self, e: HostEntry) -> None:
-        if e.order_key < 0:
+        key = e.order_key
+        if key < 0:
             return
-        for p in e.pools:
-            self.pools[p].order.remove(e.order_key)
+        for name in e.pools:
+            p = self.pools[name]
+            if e.standing is Standing.PLAIN:
+                p.order.remove(key)
+            elif e.standing is Standing.TAINTED:
+                p.tainted.remove(key)
+            elif e.standing is Standing.CORDONED:
+                p.cordoned.discard(e.id)
+            else:
+                p.not_ready.discard(e.id)
         e.order_key = -1

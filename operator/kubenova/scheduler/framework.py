@@ -4,8 +4,10 @@ Reserve (a reservation slot, or an assumption in the cache). Nothing fits: an ex
 
 Why not scan every host (Nova): the pool's hosts are kept sorted by free memory, so hosts
 without room for the VM's memory are skipped by one bisection and the search stops after
-`candidates` feasible hosts. Best-fit (pack) walks up from the smallest host that has room,
-worst-fit (spread, load) walks down from the emptiest. Pure."""
+`candidates` feasible hosts. Cordoned and not-ready hosts are in no order at all; tainted
+hosts have their own, searched only for VMs that tolerate something. Best-fit (pack) walks up
+from the smallest host that has room, worst-fit (spread, load) walks down from the emptiest.
+Pure."""
 
 from __future__ import annotations
 
@@ -54,7 +56,13 @@ class Unschedulable:
     vm: str
     message: str
     """One line for the VM's status, e.g. `0/10 hosts: 8 insufficient memory, 2 cordoned`."""
-    reasons: frozenset[Reason] = field(default_factory=frozenset)
+    counts: dict[Reason, int] = field(default_factory=dict)
+    """Hosts removed per reason; they add up to every host in the cache."""
+
+    @property
+    def reasons(self) -> frozenset[Reason]:
+        """What the queue needs to know which events could help."""
+        return frozenset(self.counts)
 
 
 @dataclass(slots=True)
@@ -105,7 +113,11 @@ class Scheduler:
     # -- the cycle -----------------------------------------------------------------------
 
     def schedule(self, vm: VMRequest) -> Decision | Unschedulable:
-        """Place `vm` and count it in the cache (assumed); or say why it cannot go anywhere."""
+        """Place `vm` and count it in the cache (assumed); or say why it cannot go anywhere.
+        A VM the cache already counts somewhere gets that placement back (idempotent)."""
+        held = self.cache.allocations.get(vm.key)
+        if held is not None and not held.slot:
+            return Decision(vm.key, held.host, held.gpus, 0.0, 0)
         state = self.prepare(vm)
         if isinstance(state, Unschedulable):
             return state
@@ -117,7 +129,7 @@ class Scheduler:
             return Decision(vm.key, claimed.host, claimed.gpus, 0.0, 1, claimed.key)
         found, examined, tally = self._search(state, self.plugins.filters)
         if not found:
-            return Unschedulable(vm.key, tally.message(), frozenset(tally.counts))
+            return Unschedulable(vm.key, tally.message(), dict(tally.counts))
         host, score = self._choose(state, found)
         a = self.cache.assume(vm, host.name, state.now)
         return Decision(vm.key, host.name, a.gpus, score, examined)
@@ -199,28 +211,38 @@ class Scheduler:
         best_fit = not load_first and weights.pack >= weights.spread
         want = self.config.load_candidates if load_first else self.config.candidates
         lower = state.vm.size.memory_mib << ID_BITS
-        keys: Iterator[int] = p.order.iter_from(lower) if best_fit else p.order.iter_desc()
-        by_id = self.cache.by_id
+        orders = [p.order, p.tainted] if state.vm.tolerations else [p.order]
         found: list[HostEntry] = []
         counts: dict[Reason, int] = {}
         examined = 0
-        for key in keys:
-            if key < lower:
-                break
-            e = by_id[key & ID_MASK]
-            examined += 1
-            for f in filters:
-                r = f.filter(state, e)
-                if r is not None:
-                    counts[r] = counts.get(r, 0) + 1
+        by_id = self.cache.by_id
+        for order in orders:
+            # A separate quota per order, so tainted hosts compete with the best plain ones.
+            quota = len(found) + want
+            keys: Iterator[int] = order.iter_from(lower) if best_fit else order.iter_desc()
+            for key in keys:
+                if key < lower:
                     break
-            else:
-                found.append(e)
-                if len(found) >= want:
-                    break
+                e = by_id[key & ID_MASK]
+                examined += 1
+                for f in filters:
+                    r = f.filter(state, e)
+                    if r is not None:
+                        counts[r] = counts.get(r, 0) + 1
+                        break
+                else:
+                    found.append(e)
+                    if len(found) >= quota:
+                        break
         tally = Tally(len(self.cache.hosts), p.info.name, counts)
         if not found:
-            tally.add(Reason.INSUFFICIENT_MEMORY, p.order.count_below(lower))
+            # Hosts the search never visited, by why it did not need to.
+            for order in orders:
+                tally.add(Reason.INSUFFICIENT_MEMORY, order.count_below(lower))
+            if not state.vm.tolerations:
+                tally.add(Reason.TAINTED, len(p.tainted))
+            tally.add(Reason.CORDONED, len(p.cordoned))
+            tally.add(Reason.NOT_READY, len(p.not_ready))
             tally.add(Reason.NOT_IN_POOL, len(self.cache.hosts) - len(p.members))
         return found, examined, tally
 
@@ -254,4 +276,4 @@ def _passes(
 
 def _whole_pool(vm: VMRequest, total: int, reason: Reason) -> Unschedulable:
     text = reason.value.format(pool=vm.pool)
-    return Unschedulable(vm.key, f"0/{total} hosts: {text}", frozenset({reason}))
+    return Unschedulable(vm.key, f"0/{total} hosts: {text}", {reason: total})
