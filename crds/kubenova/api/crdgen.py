@@ -23,6 +23,8 @@ from kubenova.api.meta import Resource
 
 CRD_DIR = Path(__file__).resolve().parents[2]
 """`crds/`: this package's source root, where the generated YAML lives beside the models."""
+CHART_CRD_DIR = CRD_DIR.parent / "charts" / "kubenova" / "crds"
+"""The chart's copy: Helm installs CRDs only from the chart's own crds/ folder."""
 
 _DROP = {"title", "additionalProperties", "$defs"}
 _SCALARS = (str, int, float, bool)
@@ -149,8 +151,11 @@ def render(kind: type[Resource]) -> str:
 
 
 def files() -> dict[Path, str]:
-    """Every generated file and its content."""
-    return {CRD_DIR / f"{k.crd.plural}.{constants.GROUP}.yaml": render(k) for k in KINDS}
+    """Every generated file and its content: crds/ and the Helm chart's copy."""
+    out: dict[Path, str] = {}
+    for folder in (CRD_DIR, CHART_CRD_DIR):
+        out |= {folder / f"{k.crd.plural}.{constants.GROUP}.yaml": render(k) for k in KINDS}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,93 @@
+"""The agent's settings, read once from the environment at start-up and passed down. Pure
+(takes the environment as a mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kubenova.api.quantity import Quantity
+from kubenova.node_agent.domain_xml import DomainSettings
+
+DEFAULT_NAMESPACE = "kubenova-system"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host: str
+    """This host's name (NODE_NAME): the Host object, the VM label value, the Lease suffix."""
+    namespace: str = DEFAULT_NAMESPACE
+    """Where the heartbeat Lease and the agent's events live (KUBENOVA_NAMESPACE)."""
+    libvirt_uri: str = "qemu:///system"
+    domains: DomainSettings = field(default_factory=DomainSettings)
+    manage_storage: bool = True
+    """Create overlays, seeds and folders (off for simulated hosts: KUBENOVA_STORAGE=none)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Labels of the Host object besides kubenova.io/hostname."""
+    disk_bytes: int | None = None
+    """Disk capacity to report; None measures the state folder's file system."""
+    heartbeat_seconds: float = 10.0
+    lease_seconds: int = 40
+    report_seconds: float = 30.0
+    resync_seconds: float = 60.0
+    orphan_grace_seconds: float = 300.0
+    workers: int = 4
+    metrics_port: int = 0
+    """0: no metrics endpoint."""
+
+    @property
+    def lease_name(self) -> str:
+        return f"kubenova-host-{self.host}"
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """'a=1,b=2' → {'a': '1', 'b': '2'}."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"KUBENOVA_HOST_LABELS: {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def from_env(env: Mapping[str, str]) -> AgentConfig:
+    host = env.get("NODE_NAME", "")
+    if not host:
+        raise ConfigError("NODE_NAME is not set: the agent needs the name of its host")
+
+    def number(name: str, default: float) -> float:
+        raw = env.get(name)
+        try:
+            return float(raw) if raw else default
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a number") from None
+
+    disk = env.get("KUBENOVA_HOST_DISK")
+    storage = env.get("KUBENOVA_STORAGE", "files")
+    if storage not in ("files", "none"):
+        raise ConfigError(f"KUBENOVA_STORAGE: {storage!r} is not 'files' or 'none'")
+    return AgentConfig(
+        host=host,
+        namespace=env.get("KUBENOVA_NAMESPACE", DEFAULT_NAMESPACE),
+        libvirt_uri=env.get("LIBVIRT_URI", "qemu:///system"),
+        domains=DomainSettings(
+            domain_type=env.get("KUBENOVA_DOMAIN_TYPE", "kvm"),
+            state_dir=env.get("KUBENOVA_STATE_DIR", DomainSettings.state_dir),
+            image_dir=env.get("KUBENOVA_IMAGE_DIR", DomainSettings.image_dir),
+        ),
+        manage_storage=storage == "files",
+        labels=parse_labels(env.get("KUBENOVA_HOST_LABELS", "")),
+        disk_bytes=Quantity(disk).to_int() if disk else None,
+        heartbeat_seconds=number("KUBENOVA_HEARTBEAT_SECONDS", 10.0),
+        lease_seconds=int(number("KUBENOVA_LEASE_SECONDS", 40)),
+        report_seconds=number("KUBENOVA_REPORT_SECONDS", 30.0),
+        resync_seconds=number("KUBENOVA_RESYNC_SECONDS", 60.0),
+        orphan_grace_seconds=number("KUBENOVA_ORPHAN_GRACE_SECONDS", 300.0),
+        workers=int(number("KUBENOVA_WORKERS", 4)),
+        metrics_port=int(number("KUBENOVA_METRICS_PORT", 0)),
+    )

@@ -1,0 +1,336 @@
+"""The agent's Kubernetes calls: the VMs bound to its host (list + watch with a server-side
+label selector), their status and finalizer, Flavors, its Host object and events. Does I/O.
+
+The official client is synchronous: one-shot calls go through `kube.client.call()`; the watch
+stream runs in a daemon thread and hands each event to the asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubenova.api import constants
+from kubenova.api.flavor import Flavor
+from kubenova.kube import client
+
+log = logging.getLogger(__name__)
+
+RawObject = dict[str, Any]
+VM_PLURAL = "virtualmachines"
+MERGE_PATCH = "application/merge-patch+json"
+HOST_EVENT_NAMESPACE = "default"
+
+
+async def _call(fn: Callable[..., object], *args: Any, **kwargs: Any) -> RawObject:
+    """`client.call()` of a custom-objects method, whose answers are plain dicts."""
+    return cast(RawObject, await client.call(fn, *args, **kwargs))
+
+
+def vm_key(obj: RawObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+class KubeAPI:
+    def __init__(self, api: kubernetes.client.ApiClient, host: str, namespace: str) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.host = host
+        self.namespace = namespace
+        self.selector = f"{constants.LABEL_HOST}={host}"
+        self._flavors: dict[str, Flavor] = {}
+
+    # -- VirtualMachines ------------------------------------------------------------------
+
+    async def list_vms(self) -> tuple[list[RawObject], str]:
+        listing = await _call(
+            self.custom.list_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            VM_PLURAL,
+            label_selector=self.selector,
+        )
+        return list(listing.get("items") or []), str(listing["metadata"]["resourceVersion"])
+
+    def watch_vms(
+        self,
+        resource_version: str,
+        deliver: Callable[[str, RawObject], None],
+        stop: threading.Event,
+        timeout_seconds: int = 60,
+    ) -> str | None:
+        """Stream changes after `resource_version` (blocking: run in a thread). Returns the
+        last resourceVersion seen, or None when it expired and the caller must list again."""
+        watch: Any = kubernetes.watch  # untyped
+        w = watch.Watch()
+        last = resource_version
+        try:
+            for event in w.stream(
+                self.custom.list_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                VM_PLURAL,
+                label_selector=self.selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _request_timeout=timeout_seconds + 15,
+            ):
+                if stop.is_set():
+                    break
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    if isinstance(obj, dict) and obj.get("code") == 410:
+                        return None
+                    raise RuntimeError(f"watch of VMs failed: {obj}")
+                last = obj["metadata"]["resourceVersion"]
+                if kind != "BOOKMARK":
+                    deliver(kind, obj)
+        except ApiException as e:
+            if e.status == 410:
+                return None
+            raise
+        finally:
+            w.stop()
+        return last
+
+    async def patch_vm_status(self, namespace: str, name: str, body: RawObject) -> RawObject:
+        return await _call(
+            self.custom.patch_namespaced_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            VM_PLURAL,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def release_finalizer(self, namespace: str, name: str) -> None:
+        """Remove the domain-cleanup finalizer, keeping any other, with a resourceVersion
+        precondition (re-read and retry on conflict)."""
+        for _ in range(5):
+            try:
+                obj = await _call(
+                    self.custom.get_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    namespace,
+                    VM_PLURAL,
+                    name,
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise
+            meta = obj["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if constants.VM_FINALIZER not in finalizers:
+                return
+            body = {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "finalizers": [f for f in finalizers if f != constants.VM_FINALIZER],
+                }
+            }
+            try:
+                await client.call(
+                    self.custom.patch_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    namespace,
+                    VM_PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                )
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"VM {namespace}/{name}: finalizer kept changing under the agent")
+
+    async def flavor(self, name: str) -> Flavor | None:
+        """A Flavor by name, cached: a flavor in use cannot change."""
+        cached = self._flavors.get(name)
+        if cached is not None:
+            return cached
+        try:
+            raw = await _call(
+                self.custom.get_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                "flavors",
+                name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        flavor = Flavor.parse(raw)
+        self._flavors[name] = flavor
+        return flavor
+
+    # -- the Host -------------------------------------------------------------------------
+
+    async def ensure_host(self, labels: dict[str, str]) -> None:
+        """Create the Host, or add our labels to it (labels others set are kept)."""
+        body = {
+            "apiVersion": constants.API_VERSION,
+            "kind": "Host",
+            "metadata": {"name": self.host, "labels": labels},
+            "spec": {},
+        }
+        try:
+            await client.call(
+                self.custom.create_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                "hosts",
+                body,
+            )
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        await client.call(
+            self.custom.patch_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            "hosts",
+            self.host,
+            {"metadata": {"labels": labels}},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def patch_host_status(self, status: RawObject) -> None:
+        await client.call(
+            self.custom.patch_cluster_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            "hosts",
+            self.host,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def host_event(self, reason: str, message: str, kind: str = "Warning") -> None:
+        """An event about this Host. The Host is cluster-scoped, so its events live in
+        `default`, as a Node's do (the API server refuses any other namespace)."""
+        now = dt.datetime.now(dt.UTC)
+        body = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=f"{self.host}.{uuid.uuid4().hex[:12]}", namespace=HOST_EVENT_NAMESPACE
+            ),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=constants.API_VERSION, kind="Host", name=self.host
+            ),
+            reason=reason,
+            message=message,
+            type=kind,
+            source=kubernetes.client.V1EventSource(component="kubenova-agent", host=self.host),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await client.call(self.core.create_namespaced_event, HOST_EVENT_NAMESPACE, body)
+        except ApiException as e:  # events are best effort
+            log.warning("could not record event %s: %s", reason, e.reason)
+
+
+class VMInformer:
+    """The VMs bound to this host, kept current by list + watch; `on_change(key)` is called
+    on the loop for every VM that changed (or vanished)."""
+
+    def __init__(self, kube: KubeAPI, on_change: Callable[[str], None]) -> None:
+        self.kube = kube
+        self.on_change = on_change
+        self.cache: dict[str, RawObject] = {}
+        self.synced = asyncio.Event()
+        self._stop = threading.Event()
+
+    def get(self, key: str) -> RawObject | None:
+        return self.cache.get(key)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.5
+        resource_version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = await self._relist()
+                resource_version = await self._watch(loop, resource_version)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                self._stop.set()
+                raise
+            except Exception as e:
+                log.warning("VM watch failed, listing again in %.1fs: %s", backoff, e)
+                resource_version = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _relist(self) -> str:
+        items, rv = await self.kube.list_vms()
+        fresh = {vm_key(o): o for o in items}
+        gone = set(self.cache) - set(fresh)
+        self.cache = fresh
+        for key in sorted(gone | set(fresh)):
+            self.on_change(key)
+        self.synced.set()
+        return rv
+
+    def _deliver(self, kind: str, obj: RawObject) -> None:
+        key = vm_key(obj)
+        if kind == "DELETED":
+            self.cache.pop(key, None)
+        else:
+            self.cache[key] = obj
+        self.on_change(key)
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop, rv: str) -> str | None:
+        done: asyncio.Future[str | None] = loop.create_future()
+
+        def deliver(kind: str, obj: RawObject) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under us
+                loop.call_soon_threadsafe(self._deliver, kind, obj)
+
+        def finish(result: str | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def run() -> None:
+            result: str | None = None
+            error: BaseException | None = None
+            try:
+                result = self.kube.watch_vms(rv, deliver, self._stop)
+            except BaseException as e:
+                error = e
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(finish, result, error)
+
+        # A daemon thread, not the default executor: a watch blocked on the network must not
+        # hold up the process at exit.
+        threading.Thread(target=run, name=f"watch-vms-{self.kube.host}", daemon=True).start()
+        return await done

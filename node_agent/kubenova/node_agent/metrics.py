@@ -1,0 +1,32 @@
+"""The agent's Prometheus metrics. Every series carries the host, so one process running many
+simulated agents still tells them apart."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LIBVIRT_CALL_SECONDS = Histogram(
+    "kubenova_agent_libvirt_call_seconds",
+    "Latency of libvirt calls, by call.",
+    ["host", "call"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DOMAINS = Gauge(
+    "kubenova_agent_domains", "libvirt domains on the host, by state.", ["host", "state"]
+)
+HEARTBEAT_AGE = Gauge(
+    "kubenova_agent_heartbeat_age_seconds",
+    "Seconds since the agent last renewed its heartbeat Lease.",
+    ["host"],
+)
+ORPHANS = Gauge(
+    "kubenova_agent_orphan_domains", "kubenova domains on the host with no VM bound here.", ["host"]
+)
+ORPHANS_REMOVED = Counter(
+    "kubenova_agent_orphan_domains_removed_total",
+    "Orphan domains removed after the grace.",
+    ["host"],
+)
+RECONCILES = Counter(
+    "kubenova_agent_reconciles_total", "Reconcile passes, by result.", ["host", "result"]
+)

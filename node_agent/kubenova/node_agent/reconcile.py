@@ -1,0 +1,212 @@
+"""One reconcile pass for one VM: observe its domain, `decide.decide()`, carry the actions
+out, observe again and report the phase. Does I/O (libvirt through `Hypervisor`, Kubernetes
+through `KubeAPI`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubenova.api import constants
+from kubenova.api.flavor import FlavorSpec
+from kubenova.api.meta import Condition, ConditionStatus, InvalidObjectError, set_condition
+from kubenova.api.vm import Operation, VirtualMachine, VMPhase, VMResources
+from kubenova.kube import client, logs
+from kubenova.node_agent import decide, domain_xml, storage
+from kubenova.node_agent.config import AgentConfig
+from kubenova.node_agent.decide import Action
+from kubenova.node_agent.hypervisor import Domain, Hypervisor
+from kubenova.node_agent.kubeapi import KubeAPI, RawObject
+
+log = logging.getLogger(__name__)
+
+_OPERATOR_PHASES = (VMPhase.PENDING, VMPhase.MIGRATING)
+"""Phases in which the VM is the operator's business, not the agent's."""
+
+
+class ReconcileError(RuntimeError):
+    """A pass failed in a way worth telling the VM's user; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requeue_after: float | None = None
+
+
+class Reconciler:
+    def __init__(self, cfg: AgentConfig, hv: Hypervisor, kube: KubeAPI) -> None:
+        self.cfg = cfg
+        self.hv = hv
+        self.kube = kube
+        self.actor = f"agent/{cfg.host}"
+        self._stopping: dict[str, dt.datetime] = {}
+
+    async def reconcile(self, raw: RawObject) -> Outcome:
+        try:
+            vm = VirtualMachine.parse(raw)
+        except InvalidObjectError as e:
+            log.error("skipping a VM the agent cannot read: %s", e)
+            return Outcome()
+        key = f"{vm.metadata.namespace}/{vm.metadata.name}"
+        deleting = vm.metadata.deletion_timestamp is not None
+        if not deleting and (
+            vm.status.host != self.cfg.host or vm.status.phase in _OPERATOR_PHASES
+        ):
+            return Outcome()  # bound elsewhere, or the operator has not finished binding
+        if deleting and constants.VM_FINALIZER not in vm.metadata.finalizers:
+            return Outcome()
+        with logs.trace(vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)):
+            try:
+                return await self._pass(vm, key, deleting)
+            except Exception as e:
+                if client.is_conflict(e):
+                    raise  # a newer VM is on its way through the watch
+                log.warning("reconcile of VM %s failed: %s", key, e, extra={"vm": key})
+                if not deleting:
+                    await self._report_failure(vm, str(e))
+                raise
+
+    async def _pass(self, vm: VirtualMachine, key: str, deleting: bool) -> Outcome:
+        wish = decide.Wish(
+            uid=vm.metadata.uid or "",
+            run_strategy=vm.spec.run_strategy,
+            deleting=deleting,
+            restart_token=vm.metadata.annotations.get(constants.ANNOTATION_RESTART_REQUESTED),
+            grace_seconds=vm.spec.termination_grace_period_seconds,
+        )
+        name = domain_xml.domain_name(vm.metadata.namespace or "default", vm.metadata.name)
+        domain = await self.hv.domain(name)
+        now = dt.datetime.now(dt.UTC)
+        decision = decide.decide(wish, domain, self._stopping.get(key), now)
+        if decision.stopping_since is None:
+            self._stopping.pop(key, None)
+        else:
+            self._stopping[key] = decision.stopping_since
+        if decision.actions:
+            log.info(
+                "VM %s: %s",
+                key,
+                ", ".join(decision.actions),
+                extra={"vm": key, "domain": name, "actions": list(decision.actions)},
+            )
+        for action in decision.actions:
+            await self._act(action, vm, name, wish)
+        if Action.RELEASE_FINALIZER in decision.actions:
+            return Outcome()
+        if decision.actions:
+            domain = await self.hv.domain(name)
+        await self._report(vm, wish, domain, stopping=key in self._stopping)
+        return Outcome(requeue_after=decision.requeue_after)
+
+    async def _act(self, action: Action, vm: VirtualMachine, name: str, wish: decide.Wish) -> None:
+        folder = f"{self.cfg.domains.state_dir}/{name}"
+        match action:
+            case Action.DEFINE:
+                spec, files = domain_xml.plan(
+                    vm, await self._size(vm), self.cfg.domains, await self._flavor_spec(vm)
+                )
+                if self.cfg.manage_storage:
+                    await storage.prepare(files)
+                await self.hv.define(domain_xml.build(spec))
+            case Action.START:
+                await self.hv.start(name)
+            case Action.SHUTDOWN:
+                await self.hv.shutdown(name)
+            case Action.DESTROY:
+                await self.hv.destroy(name)
+            case Action.REBOOT:
+                await self.hv.reboot(name)
+            case Action.MARK_RESTARTED:
+                await self.hv.set_restart_token(name, wish.restart_token or "")
+            case Action.UNDEFINE:
+                await self.hv.undefine(name)
+            case Action.CLEAN_STORAGE:
+                if self.cfg.manage_storage:
+                    await storage.remove(folder, self.cfg.domains.state_dir)
+            case Action.RELEASE_FINALIZER:
+                await self.kube.release_finalizer(vm.metadata.namespace or "", vm.metadata.name)
+                log.info("VM %s: domain removed, finalizer released", vm.metadata.name)
+
+    async def _size(self, vm: VirtualMachine) -> VMResources:
+        if vm.spec.resources is not None:
+            return vm.spec.resources
+        flavor = await self.kube.flavor(vm.spec.flavor)
+        if flavor is None:
+            raise ReconcileError(
+                f"VM {vm.metadata.namespace}/{vm.metadata.name}: spec.flavor {vm.spec.flavor!r} "
+                "does not exist and spec.resources is unset; create the Flavor"
+            )
+        f = flavor.spec
+        gpus: dict[str, int] = {g.model: g.count for g in f.gpus}
+        return VMResources(vcpus=f.vcpus, memory=f.memory, disk=f.disk, gpus=gpus)
+
+    async def _flavor_spec(self, vm: VirtualMachine) -> FlavorSpec | None:
+        flavor = await self.kube.flavor(vm.spec.flavor)
+        return flavor.spec if flavor is not None else None
+
+    async def _report(
+        self, vm: VirtualMachine, wish: decide.Wish, domain: Domain | None, stopping: bool
+    ) -> None:
+        r = decide.report(wish, domain, stopping)
+        addresses = await self.hv.addresses(domain.name) if domain and domain.active else []
+        status: dict[str, Any] = {
+            "phase": str(r.phase),
+            "reason": r.reason or None,
+            "domainUUID": domain.uuid if domain else None,
+            "ip": addresses[0] if addresses else None,
+            "addresses": addresses,
+        }
+        await self._write(vm, status)
+
+    async def _report_failure(self, vm: VirtualMachine, message: str) -> None:
+        status = {"phase": str(VMPhase.FAILED), "reason": message[:1000]}
+        try:
+            await self._write(vm, status)
+        except Exception as e:  # the error itself is logged by the caller
+            log.debug("could not report the failure: %s", e)
+
+    async def _write(self, vm: VirtualMachine, status: dict[str, Any]) -> None:
+        current = vm.status
+        unchanged = (
+            str(current.phase) == status["phase"]
+            and (current.reason or None) == status.get("reason")
+            and current.domain_uuid == status.get("domainUUID", current.domain_uuid)
+            and current.addresses == status.get("addresses", current.addresses)
+            and current.observed_generation == vm.metadata.generation
+        )
+        if unchanged:
+            return
+        now = dt.datetime.now(dt.UTC)
+        phase = VMPhase(status["phase"])
+        body_status = dict(status)
+        body_status["observedGeneration"] = vm.metadata.generation
+        if phase != current.phase:
+            entry = Operation(
+                time=now,
+                action=str(phase),
+                actor=self.actor,
+                result="Failed" if phase == VMPhase.FAILED else "Succeeded",
+                message=status.get("reason") or "",
+                trace_id=logs.current_trace_id(),
+            )
+            history = [*current.history, entry][-constants.MAX_HISTORY :]
+            body_status["history"] = [h.to_dict() for h in history]
+            running = Condition(
+                type=constants.COND_RUNNING,
+                status=ConditionStatus.TRUE if phase == VMPhase.RUNNING else ConditionStatus.FALSE,
+                reason=str(phase),
+                message=status.get("reason") or "",
+                observed_generation=vm.metadata.generation,
+            )
+            conditions = set_condition(current.conditions, running, now)
+            body_status["conditions"] = [c.to_dict() for c in conditions]
+        body = {
+            "metadata": {"resourceVersion": vm.metadata.resource_version},
+            "status": body_status,
+        }
+        key = f"{vm.metadata.namespace}/{vm.metadata.name}"
+        await self.kube.patch_vm_status(vm.metadata.namespace or "", vm.metadata.name, body)
+        if phase != current.phase:
+            log.info("VM %s is %s", key, phase, extra={"vm": key, "phase": str(phase)})

@@ -1,0 +1,450 @@
+"""The Helm chart: lint, render, check against the real API server, install, upgrade,
+uninstall; and that what it installs confines each component to what it needs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+import pytest
+import yaml
+
+from kubenova.api.constants import API_VERSION, GROUP, VERSION
+from kubenova.dev import dashboards
+from kubenova.kube import client
+from kubenova.webhooks import registration
+from tests.chart.helm import CHART, CUSTOM_VALUES, Helm, by_kind, one
+from tests.fixtures.cluster import LocalCluster, assert_test_cluster
+
+pytestmark = pytest.mark.apiserver
+
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+
+
+def _stub_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    """Just enough of a third-party CRD for the API server to accept objects of its kind."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+FOREIGN_CRDS = [
+    _stub_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    _stub_crd("cert-manager.io", "Certificate", "certificates"),
+    _stub_crd("cert-manager.io", "Issuer", "issuers"),
+]
+
+
+@pytest.fixture(scope="module")
+def foreign_crds(test_cluster: LocalCluster) -> Iterator[None]:
+    """Prometheus Operator's and cert-manager's kinds, which the optional parts create."""
+    manifest = yaml.safe_dump_all(FOREIGN_CRDS)
+    test_cluster.kubectl("apply", "-f", "-", input=manifest)
+    test_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=manifest
+    )
+    yield
+    test_cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+
+
+def _openssl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True)
+
+
+def _pem(data: dict[str, str], key: str) -> str:
+    return base64.b64decode(data[key]).decode()
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
+def test_lint_is_clean(helm: Helm, custom: bool) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", "1.34.3"]
+    if custom:
+        args += ["-f", str(helm.values_file(CUSTOM_VALUES, "lint.yaml"))]
+    out = helm.run(*args).stdout
+    assert "0 chart(s) failed" in out, out
+
+
+def test_schema_refuses_unknown_keys_and_a_single_webhook(helm: Helm) -> None:
+    for values, error in (
+        ({"operator": {"replics": 3}}, "additional properties 'replics' not allowed"),
+        ({"webhooks": {"replicas": 1}}, "/webhooks/replicas"),
+        ({"agent": {"storage": "nfs"}}, "/agent/storage"),
+    ):
+        path = helm.values_file(values, "bad.yaml")
+        proc = helm.run("template", "x", str(CHART), "-f", str(path), check=False)
+        assert proc.returncode != 0 and error in proc.stderr, (values, proc.stderr)
+
+
+def test_defaults_render_every_component_as_the_issue_asks(helm: Helm) -> None:
+    docs = helm.template("kubenova", "kubenova-system")
+
+    operator = one(docs, "Deployment", "-operator")
+    assert operator["spec"]["replicas"] == 3
+    pod = operator["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["KUBENOVA_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+    agent = one(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]
+    container = agent["containers"][0]
+    assert container["securityContext"]["privileged"] is True
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert {v["hostPath"]["path"] for v in agent["volumes"]} >= {"/var/run/libvirt"}
+    assert agent["nodeSelector"] == {"kubenova.io/hypervisor": "true"}
+    assert agent["tolerations"]
+
+    webhooks = one(docs, "Deployment", "-webhooks")
+    assert webhooks["spec"]["replicas"] >= 2
+    assert webhooks["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    pdb = one(docs, "PodDisruptionBudget", "-webhooks")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == webhooks["spec"]["selector"]["matchLabels"]
+
+    configs = by_kind(docs, "MutatingWebhookConfiguration") + by_kind(
+        docs, "ValidatingWebhookConfiguration"
+    )
+    hooks = [w for c in configs for w in c["webhooks"]]
+    assert len(configs) == 2 and hooks
+    assert {w["failurePolicy"] for w in hooks} == {"Fail"}
+
+    secret = one(docs, "Secret", "-webhooks-tls")["data"]
+    assert {w["clientConfig"]["caBundle"] for w in hooks} == {secret["ca.crt"]}
+    assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "Certificate")
+
+    maps = [d for d in by_kind(docs, "ConfigMap") if "-dashboard-" in d["metadata"]["name"]]
+    assert len(maps) == len(dashboards.DASHBOARDS)
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((filename, text),) = cm["data"].items()
+        assert json.loads(text) == json.loads((dashboards.DASHBOARD_DIR / filename).read_text())
+
+
+def test_generated_certificate_is_signed_by_the_bundle_and_names_the_service(
+    helm: Helm, tmp_path: Path
+) -> None:
+    docs = helm.template("kn", "infra")
+    data = one(docs, "Secret", "-webhooks-tls")["data"]
+    (tmp_path / "ca.pem").write_text(_pem(data, "ca.crt"))
+    (tmp_path / "tls.pem").write_text(_pem(data, "tls.crt"))
+    verify = _openssl("verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "tls.pem"))
+    assert verify.returncode == 0, verify.stderr
+    sans = _openssl("x509", "-noout", "-ext", "subjectAltName", "-in", str(tmp_path / "tls.pem"))
+    assert "DNS:kn-kubenova-webhooks.infra.svc" in sans.stdout, sans.stdout
+
+
+def test_webhook_configurations_match_the_admission_servers_registration(helm: Helm) -> None:
+    """The chart routes exactly what kubenova.webhooks.registration routes in tests."""
+    docs = helm.template("kubenova", "kubenova-system")
+    endpoint = registration.Endpoint(
+        ca_bundle=b"-", service_namespace="kubenova-system", service_name="kubenova-webhooks"
+    )
+
+    def comparable(doc: dict[str, Any]) -> dict[str, Any]:
+        hooks = [
+            dict(w, clientConfig=dict(w["clientConfig"], caBundle="-")) for w in doc["webhooks"]
+        ]
+        return {"kind": doc["kind"], "name": doc["metadata"]["name"], "webhooks": hooks}
+
+    expected = [comparable(d) for d in registration.configurations(endpoint)]
+    rendered = [
+        comparable(one(docs, kind))
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    ]
+    assert rendered == expected
+
+
+def test_custom_values_reach_the_objects(helm: Helm) -> None:
+    docs = helm.template("kn", "infra", CUSTOM_VALUES)
+    operator = one(docs, "Deployment", "-operator")
+    assert operator["spec"]["replicas"] == 5
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/kubenova:1.2.3"
+    assert "--metrics-port=9090" in container["args"]
+
+    agent = one(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in agent["containers"][0]["env"]}
+    assert env["LIBVIRT_URI"] == "test:///default" and env["KUBENOVA_STORAGE"] == "none"
+    assert env["KUBENOVA_HOST_LABELS"] == "rack=r1,zone=a"
+
+    webhooks = one(docs, "Deployment", "-webhooks")["spec"]["template"]["spec"]
+    assert [c["name"] for c in webhooks["containers"]] == ["webhooks"]
+    args = webhooks["containers"][0]["args"]
+    assert "--namespace-creates=10/20" in args and "--cluster-updates=off" in args
+    assert "--log-level=debug" in args
+
+    # cert-manager issues the certificate and injects the CA; the chart generates none.
+    assert not by_kind(docs, "Secret")
+    assert one(docs, "Certificate", "-webhooks")["spec"]["secretName"] == "kn-kubenova-webhooks-tls"
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = one(docs, kind)
+        annotation = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        assert annotation == "infra/kn-kubenova-webhooks"
+        assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
+
+    monitors = by_kind(docs, "ServiceMonitor")
+    assert len(monitors) == 3
+    assert all(m["metadata"]["labels"]["release"] == "prometheus" for m in monitors)
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
+def test_rendered_chart_passes_a_server_side_dry_run(
+    helm: Helm, test_cluster: LocalCluster, namespace: str, foreign_crds: None, custom: bool
+) -> None:
+    docs = helm.template("dry", namespace, CUSTOM_VALUES if custom else None)
+    proc = test_cluster.kubectl(
+        "apply", "--dry-run=server", "-o", "name", "-f", "-", input=yaml.safe_dump_all(docs)
+    )
+    accepted = proc.stdout.split()
+    assert len(accepted) == len(docs), proc.stdout
+
+
+# -- installing --------------------------------------------------------------------------------
+
+
+def _objects(test_cluster: LocalCluster, manifest: str) -> list[str]:
+    """The objects of a manifest that exist, as kind/name."""
+    proc = test_cluster.kubectl(
+        "get", "--ignore-not-found", "-o", "name", "-f", "-", input=manifest
+    )
+    return proc.stdout.split()
+
+
+def test_install_creates_every_object_upgrade_keeps_the_certificate_uninstall_leaves_crds(
+    helm: Helm, test_cluster: LocalCluster, namespace: str
+) -> None:
+    release = f"kn-{namespace[2:8]}"
+    install = helm.run("install", release, str(CHART), "-n", namespace, cluster=test_cluster)
+    try:
+        assert "kubectl label node" in install.stdout  # NOTES.txt
+        manifest = helm.run(
+            "get", "manifest", release, "-n", namespace, cluster=test_cluster
+        ).stdout
+        docs = [d for d in yaml.safe_load_all(manifest) if d]
+        assert len(docs) > 20
+        assert len(_objects(test_cluster, manifest)) == len(docs)
+
+        secret_name = one(docs, "Secret")["metadata"]["name"]
+        before = test_cluster.get("secret", "-n", namespace, secret_name)["data"]
+        helm.run(
+            "upgrade",
+            release,
+            str(CHART),
+            "-n",
+            namespace,
+            "--set",
+            "operator.replicas=4",
+            cluster=test_cluster,
+        )
+        after = test_cluster.get("secret", "-n", namespace, secret_name)["data"]
+        assert after == before, "an upgrade must keep the webhooks' certificate"
+        name = one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
+        config = test_cluster.get("validatingwebhookconfiguration", name)
+        assert {w["clientConfig"]["caBundle"] for w in config["webhooks"]} == {before["ca.crt"]}
+        operator = one(docs, "Deployment", "-operator")["metadata"]["name"]
+        assert test_cluster.get("deployment", "-n", namespace, operator)["spec"]["replicas"] == 4
+    finally:
+        helm.run("uninstall", release, "-n", namespace, "--wait", cluster=test_cluster)
+
+    assert _objects(test_cluster, manifest) == []
+    left = test_cluster.kubectl(
+        "get",
+        "all,secrets,configmaps,serviceaccounts,roles,rolebindings,leases",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={release}",
+        "-o",
+        "name",
+    ).stdout.split()
+    assert left == []
+    crds = test_cluster.kubectl("get", "crd", "-o", "name").stdout.split()
+    assert "customresourcedefinition.apiextensions.k8s.io/virtualmachines.kubenova.io" in crds
+
+
+# -- least privilege ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def release(helm: Helm, test_cluster: LocalCluster, namespace: str) -> Iterator[str]:
+    name = f"rb-{namespace[2:8]}"
+    helm.run("install", name, str(CHART), "-n", namespace, cluster=test_cluster)
+    yield name
+    helm.run("uninstall", name, "-n", namespace, "--wait", cluster=test_cluster)
+
+
+def test_each_component_may_do_only_what_it_needs(
+    test_cluster: LocalCluster, namespace: str, release: str
+) -> None:
+    def sa(component: str) -> str:
+        return f"system:serviceaccount:{namespace}:{release}-kubenova-{component}"
+
+    # (who, verb, resource, subresource, namespace or "" for all, allowed)
+    table = [
+        ("operator", "patch", "virtualmachines.kubenova.io", "status", "", True),
+        ("operator", "patch", "hosts.kubenova.io", "status", "", True),
+        ("operator", "create", "leases.coordination.k8s.io", "", namespace, True),
+        ("operator", "create", "leases.coordination.k8s.io", "", "default", False),
+        ("operator", "delete", "virtualmachines.kubenova.io", "", "", False),
+        ("operator", "patch", "hosts.kubenova.io", "", "", False),
+        ("operator", "get", "secrets", "", namespace, False),
+        ("agent", "patch", "virtualmachines.kubenova.io", "status", "", True),
+        ("agent", "create", "hosts.kubenova.io", "", "", True),
+        ("agent", "update", "leases.coordination.k8s.io", "", namespace, True),
+        ("agent", "create", "virtualmachines.kubenova.io", "", "", False),
+        ("agent", "delete", "hosts.kubenova.io", "", "", False),
+        ("agent", "patch", "flavors.kubenova.io", "", "", False),
+        ("agent", "create", "leases.coordination.k8s.io", "", "default", False),
+        ("agent", "list", "secrets", "", "", False),
+        ("webhooks", "update", "vmquotas.kubenova.io", "status", "", True),
+        ("webhooks", "list", "flavors.kubenova.io", "", "", True),
+        ("webhooks", "patch", "hosts.kubenova.io", "", "", False),
+        ("webhooks", "patch", "virtualmachines.kubenova.io", "status", "", False),
+        ("webhooks", "create", "leases.coordination.k8s.io", "", namespace, False),
+    ]
+    wrong = []
+    for who, verb, resource, sub, ns, allowed in table:
+        args = ["auth", "can-i", verb, resource, f"--as={sa(who)}"]
+        args += [f"--subresource={sub}"] if sub else []
+        args += ["-n", ns] if ns else ["-A"]
+        answer = test_cluster.kubectl(*args, check=False).stdout.strip()
+        if answer != ("yes" if allowed else "no"):
+            wrong.append((who, verb, resource, sub, ns or "*", answer))
+    assert wrong == []
+
+
+class AgentClient:
+    """The agent's ServiceAccount, impersonated with a token bound to `node` (the API server
+    adds the node name to the user's extra info for a DaemonSet pod's token)."""
+
+    def __init__(self, test_cluster: LocalCluster, user: str, node: str | None) -> None:
+        assert_test_cluster(test_cluster, test_cluster.kubeconfig)
+        api = client.api_client(str(test_cluster.kubeconfig))
+        headers: Any = api.set_default_header  # untyped
+        headers("Impersonate-User", user)
+        if node is not None:
+            headers(f"Impersonate-Extra-{quote(NODE_NAME_EXTRA, safe='')}", node)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.coord = kubernetes.client.CoordinationV1Api(api)
+
+    @staticmethod
+    def attempt(call: Callable[[], object]) -> str:
+        """'' when the API server allowed the write, else its message."""
+        try:
+            call()
+        except kubernetes.client.ApiException as e:
+            return str(json.loads(e.body).get("message", e.body)) if e.body else str(e)
+        return ""
+
+    def create_host(self, name: str, dry_run: bool = False) -> str:
+        body = {"apiVersion": API_VERSION, "kind": "Host", "metadata": {"name": name}, "spec": {}}
+        return self.attempt(
+            lambda: self.custom.create_cluster_custom_object(
+                GROUP, VERSION, "hosts", body, dry_run="All" if dry_run else None
+            )
+        )
+
+    def create_lease(self, namespace: str, host: str) -> str:
+        meta = kubernetes.client.V1ObjectMeta(name=f"kubenova-host-{host}", namespace=namespace)
+        spec = kubernetes.client.V1LeaseSpec(holder_identity=host, lease_duration_seconds=40)
+        body = kubernetes.client.V1Lease(metadata=meta, spec=spec)
+        return self.attempt(lambda: self.coord.create_namespaced_lease(namespace, body))
+
+    def patch_vm_status(self, namespace: str, name: str) -> str:
+        body = {"status": {"phase": "Running"}}
+        return self.attempt(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                "virtualmachines",
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+            )
+        )
+
+
+def test_an_agent_may_write_only_its_own_host_lease_and_vms(
+    helm: Helm, test_cluster: LocalCluster, namespace: str
+) -> None:
+    mine, other = f"{namespace}-a", f"{namespace}-b"
+    vms = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "VirtualMachine",
+            "metadata": {
+                "name": f"vm-{h[-1]}",
+                "namespace": namespace,
+                "labels": {"kubenova.io/host": h},
+            },
+            "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
+        }
+        for h in (mine, other)
+    ]
+    # Before the chart: its webhooks fail closed and no pod serves them here.
+    test_cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(vms))
+    name = f"ag-{namespace[2:8]}"
+    helm.run("install", name, str(CHART), "-n", namespace, cluster=test_cluster)
+    try:
+        user = f"system:serviceaccount:{namespace}:{name}-kubenova-agent"
+        agent = AgentClient(test_cluster, user, mine)
+        # The API server loads a new policy asynchronously: wait until it is in force.
+        deadline = time.monotonic() + 30
+        while not agent.create_host(other, dry_run=True):
+            assert time.monotonic() < deadline, "the agent-confinement policy never took effect"
+            time.sleep(0.2)
+
+        outcomes = {
+            "own host": agent.create_host(mine),
+            "other host": agent.create_host(other),
+            "own lease": agent.create_lease(namespace, mine),
+            "other lease": agent.create_lease(namespace, other),
+            "own vm": agent.patch_vm_status(namespace, "vm-a"),
+            "other vm": agent.patch_vm_status(namespace, "vm-b"),
+            "unbound token": AgentClient(test_cluster, user, None).patch_vm_status(
+                namespace, "vm-a"
+            ),
+        }
+        report = "\n".join(f"{k}: {v or 'allowed'}" for k, v in outcomes.items())
+        assert {k for k, v in outcomes.items() if not v} == {"own host", "own lease", "own vm"}, (
+            report
+        )
+        assert f"may write only Host {mine}" in outcomes["other host"], report
+        assert f"may write only Lease kubenova-host-{mine}" in outcomes["other lease"], report
+        assert "may write only VMs bound to it" in outcomes["other vm"], report
+        assert "not bound to a node" in outcomes["unbound token"], report
+    finally:
+        helm.run("uninstall", name, "-n", namespace, "--wait", cluster=test_cluster)
+        test_cluster.kubectl("delete", "host", mine, other, "--ignore-not-found", "--wait=false")
