@@ -1,0 +1,93 @@
+"""`python -m kubenova.webhooks`: serve the admission webhooks over HTTPS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from kubenova.kube import client, logs
+from kubenova.webhooks import admission, catalog, quota, ratelimit, server, store
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kubenova.webhooks", description=__doc__)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--cert", type=Path, required=True, help="serving certificate (PEM)")
+    p.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
+    p.add_argument("--kubeconfig", default=None, help="default: in-cluster, then $KUBECONFIG")
+    defaults = ratelimit.Limits()
+    for flag, value in (
+        ("--namespace-creates", defaults.namespace_creates),
+        ("--namespace-updates", defaults.namespace_updates),
+        ("--cluster-creates", defaults.cluster_creates),
+        ("--cluster-updates", defaults.cluster_updates),
+    ):
+        p.add_argument(
+            flag,
+            type=ratelimit.BucketConfig.parse,
+            default=value,
+            metavar="RATE/BURST",
+            help=f"token bucket, or 'off' (default {value.rate:g}/{value.burst})"
+            if value
+            else "token bucket, or 'off'",
+        )
+    p.add_argument("--shutdown-timeout", type=float, default=20.0, help="seconds to drain")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="debug also logs every defaulted and charged VM (info: denials and errors)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logs.setup("webhook", getattr(logging, args.log_level.upper()))
+    limits = ratelimit.Limits(
+        namespace_creates=args.namespace_creates,
+        namespace_updates=args.namespace_updates,
+        cluster_creates=args.cluster_creates,
+        cluster_updates=args.cluster_updates,
+    )
+    api = client.api_client(args.kubeconfig)
+    cat = catalog.Catalog(api)
+    quotas = store.HTTPStore(api)
+    ledger = quota.QuotaLedger(quotas)
+    adm = admission.Admission(api, cat, ledger, ratelimit.RateLimiter(limits))
+    application = server.app(adm)
+
+    async def start_catalog(_: web.Application) -> None:
+        await cat.start()
+
+    async def stop_catalog(_: web.Application) -> None:
+        cat.stop()
+        await quotas.close()
+
+    application.on_startup.append(start_catalog)
+    application.on_cleanup.append(stop_catalog)
+    logging.getLogger(__name__).info(
+        "serving admission webhooks on https://%s:%d",
+        args.host,
+        args.port,
+        extra={"limits": str(limits)},
+    )
+    web.run_app(
+        application,
+        host=args.host,
+        port=args.port,
+        ssl_context=server.tls(args.cert, args.key),
+        shutdown_timeout=args.shutdown_timeout,
+        print=None,
+        access_log=None,
+        loop=asyncio.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The quota ledger: charging a new VM against its namespace's VMQuota, releasing the charge
+when the VM is finally removed, and recounting a namespace. Does I/O.
+
+Every write of `status.used` is a compare-and-swap: a PUT of the status subresource carrying
+the resourceVersion the new value was computed from. On 409 the quota is read again and the
+decision made again, a bounded number of times, so two writers (webhook replicas, the
+operator's recount) never lose each other's updates and a namespace is never over-admitted.
+
+Within one process the charges of a namespace do not race each other: those that arrive while
+a write is in flight are decided together, in arrival order, and written with one PUT built on
+the previous one's answer (group commit), so a burst costs a few writes, not one each.
+
+Release is at most once by construction and at least once barring a crash: the releaser first
+removes the VM's quota finalizer and charge annotation in one patch carrying the VM's
+resourceVersion (only one releaser can win that), then subtracts the recorded charge. A crash
+between the two leaves usage too high, never too low (never over-admitting); the operator's
+`recount_namespace` heals it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubenova.api import constants
+from kubenova.api.quota import QuotaAmounts, VMQuota
+from kubenova.api.vm import VirtualMachine
+from kubenova.kube import client
+from kubenova.webhooks import metrics, quota_math, store
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 12
+"""Compare-and-swap attempts before a charge is refused as contended (fail closed)."""
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    admitted: bool
+    quota: str | None = None
+    """The VMQuota charged or that denied; None when the namespace has none."""
+    exceeded: list[quota_math.Exceeded] = field(default_factory=list)
+    contended: bool = False
+    """Denied because the quota kept changing under us: retry."""
+    conflicts: int = 0
+
+
+class ReleaseOutcome(StrEnum):
+    RELEASED = "Released"
+    """The charge was subtracted and the finalizer removed."""
+    NOT_CHARGED = "NotCharged"
+    """The VM held no charge (no annotation); only the finalizer was removed."""
+    WAITING = "Waiting"
+    """Other finalizers remain: the VM's resources are not free yet."""
+    NOT_OURS = "NotOurs"
+    """Not being deleted, no quota finalizer, or another releaser got there first."""
+
+
+def _age(q: dict[str, Any]) -> tuple[str, str]:
+    return (q["metadata"].get("creationTimestamp", ""), q["metadata"]["name"])
+
+
+def oldest(quotas: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The namespace's VMQuota: the oldest, should validation ever have been bypassed."""
+    if not quotas:
+        return None
+    return min(
+        quotas, key=lambda q: (q["metadata"].get("creationTimestamp", ""), q["metadata"]["name"])
+    )
+
+
+Waiter = tuple[quota_math.Request, "asyncio.Future[ChargeResult]"]
+
+
+class QuotaLedger:
+    """Charges, releases and recounts against VMQuotas, for one process."""
+
+    def __init__(self, quotas: store.QuotaStore) -> None:
+        self.store = quotas
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last: dict[str, dict[str, Any]] = {}
+        """The quota as we last wrote or read it; a guess, checked by the CAS."""
+        self._pending: dict[str, list[Waiter]] = {}
+        self._flushing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _lock(self, namespace: str) -> asyncio.Lock:
+        lock = self._locks.get(namespace)
+        if lock is None:
+            lock = self._locks[namespace] = asyncio.Lock()
+        return lock
+
+    def forget(self, namespace: str) -> None:
+        self._last.pop(namespace, None)
+
+    async def _read(self, namespace: str) -> dict[str, Any] | None:
+        return oldest(await self.store.quotas(namespace))
+
+    async def _used(self, raw: dict[str, Any]) -> QuotaAmounts:
+        """The quota's usage; a quota never written yet starts from a recount."""
+        used = (raw.get("status") or {}).get("used")
+        if used is not None:
+            return quota_math.normalized(QuotaAmounts.model_validate(used))
+        ns = raw["metadata"]["namespace"]
+        return quota_math.recount(await self.store.vms(ns), await self.store.flavors())
+
+    async def _write(self, raw: dict[str, Any], used: QuotaAmounts) -> dict[str, Any]:
+        started = time.perf_counter()
+        out = await self.store.write_status(store.status_body(raw, used))
+        metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
+        return out
+
+    async def charge(
+        self, namespace: str, amount: QuotaAmounts, *, dry_run: bool = False
+    ) -> ChargeResult:
+        """Add `amount` to the namespace's usage if every hard limit allows it.
+
+        Charges that arrive while a write for their namespace is in flight wait for it, then
+        are decided together and written with one compare-and-swap (group commit): a
+        namespace takes as many creates a second as batches fit in, not as many PUTs."""
+        waiter: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(namespace, []).append(
+            (quota_math.Request(amount, dry_run), waiter)
+        )
+        if namespace not in self._flushing:
+            self._flushing.add(namespace)
+            task = asyncio.create_task(self._flush(namespace))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await waiter
+
+    async def _flush(self, namespace: str) -> None:
+        try:
+            while self._pending.get(namespace):
+                batch = self._pending.pop(namespace)
+                try:
+                    async with self._lock(namespace):
+                        results = await self._charge_batch(namespace, [r for r, _ in batch])
+                except Exception as e:
+                    self.forget(namespace)
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(e)
+                    continue
+                for (_, waiter), result in zip(batch, results, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(result)
+        finally:
+            self._flushing.discard(namespace)
+
+    async def _charge_batch(
+        self, namespace: str, requests: list[quota_math.Request]
+    ) -> list[ChargeResult]:
+        metrics.QUOTA_BATCH_SIZE.observe(len(requests))
+        raw = self._last.get(namespace)
+        fresh = raw is None
+        if fresh:
+            raw = await self._read(namespace)
+        conflicts = 0
+        for _ in range(MAX_ATTEMPTS):
+            if raw is None:
+                return [ChargeResult(True, conflicts=conflicts) for _ in requests]
+            quota = VMQuota.parse(raw)
+            name = quota.metadata.name
+            used = await self._used(raw)
+            decisions, total = quota_math.decide_batch(quota.spec.hard, used, requests)
+            if not fresh and any(decisions):
+                # A denial must rest on the quota as it is now, not on our last view of it.
+                raw, fresh = await self._read(namespace), True
+                continue
+            if total != used or (raw.get("status") or {}).get("used") is None:
+                try:
+                    raw = await self._write(raw, total)
+                except store.ConflictError:
+                    conflicts += 1
+                    raw, fresh = await self._read(namespace), True
+                    continue
+            self._last[namespace] = raw
+            return [ChargeResult(not over, name, over, conflicts=conflicts) for over in decisions]
+        self.forget(namespace)
+        last = raw["metadata"]["name"] if raw else None
+        return [ChargeResult(False, last, contended=True, conflicts=conflicts) for _ in requests]
+
+    async def release(self, namespace: str, amount: QuotaAmounts) -> bool:
+        """Subtract `amount` from the namespace's usage; False when it has no quota."""
+        async with self._lock(namespace):
+            self.forget(namespace)
+            for _ in range(MAX_ATTEMPTS * 4):
+                raw = await self._read(namespace)
+                if raw is None:
+                    return False
+                if (raw.get("status") or {}).get("used") is None:
+                    return True  # never written: its first charge recounts
+                used = await self._used(raw)
+                try:
+                    await self._write(raw, quota_math.subtract(used, amount))
+                    return True
+                except store.ConflictError:
+                    continue
+            raise RuntimeError(f"VMQuota in {namespace} kept changing; release not written")
+
+    async def recount(self, namespace: str) -> QuotaAmounts | None:
+        """Set the namespace's usage to what its VMs hold; None when it has no quota."""
+        async with self._lock(namespace):
+            self.forget(namespace)
+            for _ in range(MAX_ATTEMPTS * 4):
+                raw = await self._read(namespace)
+                if raw is None:
+                    return None
+                vms = await self.store.vms(namespace)
+                used = quota_math.recount(vms, await self.store.flavors())
+                try:
+                    await self._write(raw, used)
+                    return used
+                except store.ConflictError:
+                    continue
+            raise RuntimeError(f"VMQuota in {namespace} kept changing; recount not written")
+
+
+async def release_charge(
+    api: kubernetes.client.ApiClient,
+    vm: VirtualMachine,
+    ledger: QuotaLedger | None = None,
+    *,
+    ignore_finalizers: Collection[str] = (),
+) -> ReleaseOutcome:
+    """Release a deleted VM's quota charge exactly once and remove its quota finalizer.
+
+    Call it for a VM that has a deletionTimestamp and the `kubenova.io/quota-release`
+    finalizer; it waits (returns WAITING) while other finalizers remain, because the VM's
+    resources are not free until its domain is gone. A caller that holds a finalizer of its
+    own on the VM (kopf's, when called from a kopf deletion handler) names it in
+    `ignore_finalizers`. Safe to call again and from several processes: only the caller whose
+    finalizer patch wins subtracts the charge.
+    """
+    meta = vm.metadata
+    if meta.deletion_timestamp is None or constants.QUOTA_FINALIZER not in meta.finalizers:
+        return ReleaseOutcome.NOT_OURS
+    others = set(meta.finalizers) - {constants.QUOTA_FINALIZER, *ignore_finalizers}
+    if others:
+        return ReleaseOutcome.WAITING
+    recorded = meta.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
+    charge = quota_math.parse_charge(recorded) if recorded else None
+    patch = {
+        "metadata": {
+            "resourceVersion": meta.resource_version,
+            "finalizers": [f for f in meta.finalizers if f != constants.QUOTA_FINALIZER],
+            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: None},
+        }
+    }
+    assert meta.namespace is not None, "VirtualMachines are namespaced"
+    try:
+        await client.call(
+            kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            meta.namespace,
+            VirtualMachine.crd.plural,
+            meta.name,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+    except ApiException as e:
+        if e.status in (404, 409):
+            return ReleaseOutcome.NOT_OURS  # gone, or changed: whoever changed it releases
+        raise
+    if charge is None:
+        return ReleaseOutcome.NOT_CHARGED
+    await (ledger or QuotaLedger(store.KubeStore(api))).release(meta.namespace, charge)
+    log.info(
+        "released quota charge of %s/%s",
+        meta.namespace,
+        meta.name,
+        extra={"charge": recorded},
+    )
+    return ReleaseOutcome.RELEASED
+
+
+async def recount_namespace(
+    api: kubernetes.client.ApiClient, namespace: str, ledger: QuotaLedger | None = None
+) -> QuotaAmounts | None:
+    """Recompute the namespace's VMQuota usage from its VMs and write it (compare-and-swap).
+    The operator calls it periodically and when a VMQuota appears, to heal drift."""
+    return await (ledger or QuotaLedger(store.KubeStore(api))).recount(namespace)
