@@ -99,6 +99,8 @@ class ControlPlane:
         self.kubeconfig = self.folder / "admin.kubeconfig"
         self.logs = self.folder / "logs"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, list[str]] = {}
+        self._ready: dict[str, Callable[[], bool]] = {}
 
     @property
     def state_file(self) -> Path:
@@ -172,7 +174,8 @@ class ControlPlane:
             ],
         )
         self._write_state(State(server, etcd_url, self._pids()))
-        _wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout, "etcd", self._log("etcd"))
+        self._ready["etcd"] = lambda: _http_ok(f"{etcd_url}/health")
+        _wait_until(self._ready["etcd"], timeout, "etcd", self._log("etcd"))
 
         self._spawn(
             "kube-apiserver",
@@ -201,11 +204,9 @@ class ControlPlane:
         self._write_kubeconfig(server, ca.cert_path, admin)
         self._write_state(State(server, etcd_url, self._pids()))
         context = _client_ssl(ca.cert_path, admin)
+        self._ready["kube-apiserver"] = lambda: _http_ok(f"{server}/readyz", context)
         _wait_until(
-            lambda: _http_ok(f"{server}/readyz", context),
-            timeout,
-            "kube-apiserver",
-            self._log("kube-apiserver"),
+            self._ready["kube-apiserver"], timeout, "kube-apiserver", self._log("kube-apiserver")
         )
 
         self._spawn(
@@ -238,6 +239,7 @@ class ControlPlane:
         exe = self.bin_dir / argv[0]
         if not exe.exists():
             raise ControlPlaneError(f"{exe} not found; run hack/controlplane/build.sh")
+        self._argv[name] = list(argv)
         out = self._log(name).open("ab")
         self._procs[name] = subprocess.Popen(
             [str(exe), *argv[1:]],
@@ -248,6 +250,23 @@ class ControlPlane:
             preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         out.close()
+
+    def restart(self, name: str, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop one component (SIGTERM, then SIGKILL) and start it again with the same flags,
+        `down_for` seconds later; wait until it is ready again. For fault-injection runs."""
+        proc = self._procs[name]
+        _stop_group(proc.pid, proc)
+        time.sleep(down_for)
+        self._spawn(name, self._argv[name])
+        state = self.state()
+        if state is not None:
+            self._write_state(State(state.server, state.etcd, self._pids()))
+        ready = self._ready.get(name)
+        if ready is not None:
+            _wait_until(ready, timeout, name, self._log(name))
+
+    def pid(self, name: str) -> int:
+        return self._procs[name].pid
 
     def _check_alive(self, name: str) -> None:
         code = self._procs[name].poll()

@@ -14,6 +14,7 @@ from kubenova.kube import logs
 from kubenova.operator import handlers
 from kubenova.operator.controller import Settings
 from kubenova.operator.election import ElectionConfig
+from kubenova.operator.migration_flow import Limits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +36,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-period", type=float, default=2.0)
     p.add_argument("--bind-concurrency", type=int, default=16)
     p.add_argument("--status-period", type=float, default=1.0)
+    p.add_argument(
+        "--quota-recount-period",
+        type=float,
+        default=60.0,
+        help="seconds between recounts of every namespace's quota usage",
+    )
+    p.add_argument(
+        "--migrations-per-host", type=int, default=2, help="in flight, as source or target"
+    )
+    p.add_argument("--migrations-in-cluster", type=int, default=5, help="in flight")
+    p.add_argument(
+        "--host-failure-grace",
+        type=float,
+        default=60.0,
+        help="seconds after a host's heartbeat expired before its fenced VMs are recreated",
+    )
+    p.add_argument("--rebalance-period", type=float, default=60.0)
     args = p.parse_args(argv)
 
     logs.setup("operator")
@@ -47,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             election=ElectionConfig(args.lease_duration, args.renew_deadline, args.retry_period),
             bind_concurrency=args.bind_concurrency,
             status_period=args.status_period,
+            quota_recount_period=args.quota_recount_period,
+            migration_limits=Limits(args.migrations_per_host, args.migrations_in_cluster),
+            host_failure_grace=args.host_failure_grace,
+            rebalance_period=args.rebalance_period,
         )
     )
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))

@@ -28,10 +28,21 @@ from kubenova.api.vm import VMPhase
 from kubenova.kube import client, logs
 from kubenova.kube.events import EventRecorder, ObjectRef
 from kubenova.kube.leases import LeaseClient
-from kubenova.operator import lifecycle, metrics
+from kubenova.operator import (
+    drains,
+    fencing,
+    hostfailure,
+    lifecycle,
+    metrics,
+    migrations,
+    rebalancing,
+)
 from kubenova.operator.election import ElectionConfig, LeaderElector
+from kubenova.operator.migration_flow import Limits
 from kubenova.operator.world import HostLease, World, vm_key
 from kubenova.scheduler.framework import Decision, SchedulerConfig, Unschedulable
+from kubenova.webhooks import quota
+from kubenova.webhooks import store as quota_store
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
@@ -51,7 +62,14 @@ class Settings:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     bind_concurrency: int = 16
     status_period: float = 1.0
+    quota_recount_period: float = 60.0
     watch_timeout: int = 60
+    migration_limits: Limits = field(default_factory=Limits)
+    host_failure_grace: float = 60.0
+    """Seconds after a host's Lease expired before its (fenced) VMs are recreated elsewhere."""
+    rebalance_period: float = 60.0
+    drain_max_attempts: int = 3
+    """Failed live migrations of a VM before a drain shuts it down instead."""
 
 
 def parse(kind: type[R], body: Mapping[str, Any]) -> R | None:
@@ -75,6 +93,8 @@ def _ref(vm: VirtualMachine) -> ObjectRef:
 class Controller:
     def __init__(self, settings: Settings, api: kubernetes.client.ApiClient) -> None:
         self.settings = settings
+        self.api = api
+        self.ledger = quota.QuotaLedger(quota_store.KubeStore(api))
         self.world = World(clock=time.monotonic, config=settings.scheduler)
         # Custom objects are untyped JSON either way; Any keeps the call sites readable.
         self.custom: Any = kubernetes.client.CustomObjectsApi(api)
@@ -92,6 +112,12 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._binding_tasks: set[asyncio.Task[None]] = set()
         self._leading = False
+        self.migrations = migrations.MigrationController(self, settings.migration_limits)
+        self.host_failure = hostfailure.HostFailureController(
+            self, settings.host_failure_grace, fencing.AdminConfirmation()
+        )
+        self.drains = drains.DrainController(self, settings.drain_max_attempts)
+        self.rebalance = rebalancing.RebalanceController(self, settings.rebalance_period)
 
     # -- watch events (every replica) ---------------------------------------------------------
 
@@ -133,6 +159,9 @@ class Controller:
             self.world.upsert_pool(pool)
             self.wake.set()
 
+    def on_migration(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.migrations.on_event(event_type, body)
+
     def on_lease(self, event_type: str | None, lease: kubernetes.client.V1Lease) -> None:
         assert lease.metadata is not None and lease.spec is not None
         name = lease.metadata.name or ""
@@ -154,7 +183,12 @@ class Controller:
             self.recorder.run(),
             self._schedule_loop(),
             self._status_loop(),
+            self._quota_loop(),
             self._watch_leases(),
+            self.migrations.run(),
+            self.host_failure.run(),
+            self.drains.run(),
+            self.rebalance.run(),
         )
         self._tasks = [asyncio.create_task(c) for c in loops]
 
@@ -194,6 +228,8 @@ class Controller:
                 self.world.upsert_vm(vm)
         for key in set(self.world.vms) - seen:
             self.world.remove_vm(key)
+        for item in await self._list("vmmigrations"):
+            self.on_migration("ADDED", item)
         self._leading = True
         metrics.LEADER.set(1)
         log.info("leading: %d VMs, %d hosts in the cache", len(seen), len(self.world.hosts))
@@ -270,6 +306,7 @@ class Controller:
             self.binds.release()
 
     def _forget(self, key: str) -> None:
+        self.world.binding.discard(key)  # so the upsert below can queue it again
         self.world.cache.forget(key)
         self.world.queue.done(key)
         vm = self.world.vms.get(key)
@@ -394,6 +431,19 @@ class Controller:
             except Exception:
                 log.exception("status sync failed; retrying")
 
+    async def _quota_loop(self) -> None:
+        """Recount every namespace's quota usage from its VMs now and then, healing drift
+        (a charge whose VM create failed after admission, a release lost to a crash)."""
+        while True:
+            await asyncio.sleep(self.settings.quota_recount_period)
+            if not self.leading():
+                continue
+            try:
+                for q in await self._list("vmquotas"):
+                    await quota.recount_namespace(self.api, q["metadata"]["namespace"], self.ledger)
+            except Exception:
+                log.exception("quota recount failed; retrying next period")
+
     async def _sync_statuses(self) -> None:
         now = dt.datetime.now(dt.UTC)
         if self.world.expire_leases(now):
@@ -433,6 +483,15 @@ class Controller:
                 if host and vm.metadata.labels.get(constants.LABEL_HOST) != host:
                     if vm_key(vm) not in self.world.binding:
                         await self._label_host(vm, host, vm.metadata.resource_version or "")
+                elif not host and constants.LABEL_HOST in vm.metadata.labels:
+                    # Unbound (rescheduled) but still labelled: the old agent must let go.
+                    await self._patch_meta(
+                        vm,
+                        {
+                            "resourceVersion": vm.metadata.resource_version,
+                            "labels": {constants.LABEL_HOST: None},
+                        },
+                    )
                 elif not deleting and constants.VM_FINALIZER not in fins:
                     meta: dict[str, Any] = {
                         "resourceVersion": vm.metadata.resource_version,
@@ -441,6 +500,9 @@ class Controller:
                     if constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
                         meta["annotations"] = {constants.ANNOTATION_TRACE_ID: logs.new_trace_id()}
                     await self._patch_meta(vm, meta)
+                elif deleting and fins == [constants.QUOTA_FINALIZER]:
+                    # The domain is gone (no other finalizer left): give the quota back.
+                    await quota.release_charge(self.api, vm, self.ledger)
                 elif deleting and not vm.status.host and constants.VM_FINALIZER in fins:
                     # Never bound: no agent has a domain to clean up.
                     await self._patch_meta(

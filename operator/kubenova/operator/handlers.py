@@ -72,3 +72,8 @@ async def flavor_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(constants.GROUP, constants.VERSION, "resourcepools")
 async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
     _ctl().on_pool(event["type"], event["object"])
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "vmmigrations")
+async def migration_event(event: kopf.RawEvent, **_: Any) -> None:
+    _ctl().on_migration(event["type"], event["object"])

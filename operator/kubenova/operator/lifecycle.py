@@ -9,6 +9,7 @@ sets the same conditions and appends one entry to the VM's bounded operation his
     Running ─DomainCrashed─► Failed ─DomainStarting─► Starting          (RerunOnFailure, Always)
     Running ─MigrationStarted─► Migrating ─MigrationSucceeded/Failed─► Running
     any bound phase ─HostLost─► Unknown ─HostBack─► (agent reports again) / ─Rescheduled─► Pending
+    Stopped, Failed ─Rescheduled─► Pending                (drained off its host, unbound)
     any ─DeleteRequested─► Deleting
 """
 
@@ -65,7 +66,7 @@ _TABLE: dict[Event, tuple[tuple[tuple[VMPhase, ...], VMPhase], ...]] = {
     Event.MIGRATION_FAILED: (((P.MIGRATING,), P.RUNNING),),
     Event.HOST_LOST: ((_BOUND, P.UNKNOWN),),
     Event.HOST_BACK: (((P.UNKNOWN,), P.SCHEDULED),),
-    Event.RESCHEDULED: (((P.UNKNOWN, P.FAILED), P.PENDING),),
+    Event.RESCHEDULED: (((P.UNKNOWN, P.FAILED, P.STOPPED), P.PENDING),),
     Event.DELETE_REQUESTED: ((tuple(P), P.DELETING),),
 }
 

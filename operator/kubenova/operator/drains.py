@@ -1,0 +1,116 @@
+"""Drains (leader only): every VM bound to a Host annotated `kubenova.io/drain` leaves by its
+eviction strategy, as `draining.plan()` says: a VMMigration, a shutdown by its agent, or an
+unbind. The Host's `Drained` condition tells when it is empty. Does I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from kubernetes.client.exceptions import ApiException
+
+from kubenova.api import Host, constants
+from kubenova.api.meta import Condition, ConditionStatus, set_condition
+from kubenova.api.migration import MigrationPhase
+from kubenova.operator import draining, migration_flow, migrations
+from kubenova.operator.hostfailure import host_ref, reschedule
+
+if TYPE_CHECKING:
+    from kubenova.operator.controller import Controller
+
+log = logging.getLogger(__name__)
+
+
+class DrainController:
+    def __init__(self, ctl: Controller, max_attempts: int = 3, period: float = 1.0) -> None:
+        self.ctl = ctl
+        self.max_attempts = max_attempts
+        self.period = period
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            if not self.ctl.leading():
+                continue
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("drain pass failed; retrying")
+
+    async def sync(self) -> None:
+        for name, host in list(self.ctl.world.hosts.items()):
+            if constants.ANNOTATION_DRAIN not in host.metadata.annotations:
+                continue
+            try:
+                await self._drain(name, host)
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+
+    async def _drain(self, name: str, host: Host) -> None:
+        ctl = self.ctl
+        active: set[str] = set()
+        failed: dict[str, int] = {}
+        for m in ctl.migrations.migrations.values():
+            key = migration_flow.vm_key(m)
+            if m.status.phase not in migration_flow.DONE:
+                active.add(key)
+            elif (
+                m.metadata.labels.get(constants.LABEL_DRAIN_HOST) == name
+                and m.status.phase is not MigrationPhase.SUCCEEDED
+            ):
+                failed[key] = failed.get(key, 0) + 1
+        plan = draining.plan(name, ctl.world.vms_on(name), active, failed, self.max_attempts)
+        for vm in plan.of(draining.Move.MIGRATE):
+            m = await migrations.create(
+                ctl,
+                vm,
+                "drain",
+                {constants.LABEL_INITIATOR: "drain", constants.LABEL_DRAIN_HOST: name},
+            )
+            ctl.recorder.emit(
+                migrations.vm_ref(vm),
+                "Normal",
+                "Evicting",
+                f"host {name} is drained: migrating live (VMMigration {m.metadata.name})",
+            )
+        for vm in plan.of(draining.Move.SHUT_DOWN):
+            await ctl._patch_meta(
+                vm,
+                {
+                    "resourceVersion": vm.metadata.resource_version,
+                    "annotations": {constants.ANNOTATION_EVICT: name},
+                },
+            )
+            ctl.recorder.emit(
+                migrations.vm_ref(vm),
+                "Normal",
+                "Evicting",
+                f"host {name} is drained: shutting down, to start elsewhere if it should run",
+            )
+        for vm in plan.of(draining.Move.UNBIND):
+            await reschedule(ctl, vm, f"host {name} is drained", "drain")
+        await self._condition(host, plan)
+
+    async def _condition(self, host: Host, plan: draining.Plan) -> None:
+        now = dt.datetime.now(dt.UTC)
+        done = plan.drained
+        cond = Condition(
+            type=constants.COND_DRAINED,
+            status=ConditionStatus.TRUE if done else ConditionStatus.FALSE,
+            reason=constants.REASON_DRAINED if done else constants.REASON_DRAINING,
+            message="no VM is bound to the host" if done else f"VMs left: {plan.summary()}",
+        )
+        current = next(
+            (c for c in host.status.conditions if c.type == constants.COND_DRAINED), None
+        )
+        if current is not None and (current.status, current.message) == (cond.status, cond.message):
+            return
+        conds = set_condition(host.status.conditions, cond, now)
+        await self.ctl._patch_cluster_status(
+            "hosts", host.metadata.name, {"conditions": [c.to_dict() for c in conds]}
+        )
+        if done:
+            self.ctl.recorder.emit(host_ref(host), "Normal", "Drained", cond.message)

@@ -1,0 +1,196 @@
+"""Host failure (leader only): a host whose heartbeat Lease expired gets its VMs marked
+Unknown; once `fencing.verdict()` allows it (the grace has passed and the host is fenced) they
+go back to Pending, unbound, and the scheduler places them elsewhere. Does I/O.
+
+Also here: `reschedule()`, the one write that unbinds a VM (host failure and drains use it),
+and the removal of a used fencing confirmation when the host's heartbeat is fresh again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+import prometheus_client
+from kubernetes.client.exceptions import ApiException
+
+from kubenova.api import Host, VirtualMachine, constants
+from kubenova.api.host import HostPhase
+from kubenova.kube import client
+from kubenova.kube.events import ObjectRef
+from kubenova.operator import fencing, lifecycle
+from kubenova.operator.migrations import vm_ref
+from kubenova.operator.world import vm_key
+
+if TYPE_CHECKING:
+    from kubenova.operator.controller import Controller
+
+log = logging.getLogger(__name__)
+ACTOR = "operator"
+MERGE = "application/merge-patch+json"
+
+RESCHEDULED = prometheus_client.Counter(
+    "kubenova_vms_rescheduled_total",
+    "VMs unbound from their host to be placed elsewhere, by cause",
+    ["cause"],
+)
+LOST = prometheus_client.Counter(
+    "kubenova_vms_host_lost_total", "VMs marked Unknown because their host stopped heartbeating"
+)
+
+
+def host_ref(host: Host) -> ObjectRef:
+    return ObjectRef(constants.API_VERSION, "Host", host.metadata.name, None, host.metadata.uid)
+
+
+async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: str) -> None:
+    """Unbind `vm` (phase Pending, no host, no label) so the scheduler places it again. The
+    status write carries the VM's resourceVersion; the label follows (and the leader's
+    metadata pass removes it should this replica stop in between)."""
+    now = dt.datetime.now(dt.UTC)
+    change = lifecycle.Change(
+        lifecycle.Event.RESCHEDULED,
+        ACTOR,
+        message,
+        vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
+    )
+    new_status, _ = lifecycle.apply(vm.status, change, now)
+    body: dict[str, Any] = {
+        **new_status.to_dict(),
+        "host": None,
+        "gpuDevices": [],
+        "domainUUID": None,
+        "ip": None,
+        "addresses": [],
+        "serialLog": None,
+    }
+    key = vm_key(vm)
+    # Held out of the scheduling queue (and the leader's label repair) until both writes are
+    # done, so the bind that follows carries the latest resourceVersion.
+    ctl.world.binding.add(key)
+    try:
+        unbound = VirtualMachine.parse(await ctl._patch_status(vm, body))
+        meta = {
+            "resourceVersion": unbound.metadata.resource_version,
+            "labels": {constants.LABEL_HOST: None},
+            "annotations": {constants.ANNOTATION_EVICT: None},
+        }
+        try:
+            raw = await client.call(
+                ctl.custom.patch_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                vm.metadata.namespace,
+                "virtualmachines",
+                vm.metadata.name,
+                {"metadata": meta},
+                _content_type=MERGE,
+            )
+            unbound = VirtualMachine.parse(raw)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+    finally:
+        ctl.world.binding.discard(key)
+    ctl.world.upsert_vm(unbound)  # frees its room and queues it now, not at the watch event
+    RESCHEDULED.labels(cause).inc()
+    log.info("VM %s unbound from %s: %s", vm_key(vm), vm.status.host, message)
+    ctl.recorder.emit(vm_ref(vm), "Normal", "Rescheduled", message)
+    ctl.wake.set()
+
+
+class HostFailureController:
+    def __init__(
+        self, ctl: Controller, grace_seconds: float, fence: fencing.Fence, period: float = 1.0
+    ) -> None:
+        self.ctl = ctl
+        self.grace_seconds = grace_seconds
+        self.fence = fence
+        self.period = period
+        self._waiting: set[str] = set()
+        """Hosts whose users were told they wait for fencing (once per failure)."""
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            if not self.ctl.leading():
+                continue
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("host failure pass failed; retrying")
+
+    async def sync(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        world = self.ctl.world
+        for name, host in list(world.hosts.items()):
+            phase = world.host_phase(name, now)
+            if phase is HostPhase.READY:
+                self._waiting.discard(name)
+                if constants.ANNOTATION_FENCED in host.metadata.annotations:
+                    await self._unfence(host)
+                continue
+            if phase is not HostPhase.NOT_READY:
+                continue
+            try:
+                await self._lost(name, host, now)
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+
+    async def _lost(self, name: str, host: Host, now: dt.datetime) -> None:
+        world = self.ctl.world
+        vms = world.vms_on(name)
+        for vm in fencing.to_mark_unknown(vms):
+            change = lifecycle.Change(
+                lifecycle.Event.HOST_LOST,
+                ACTOR,
+                f"host {name} stopped heartbeating; the VM's state is unknown",
+                vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
+            )
+            new_status, _ = lifecycle.apply(vm.status, change, now)
+            raw = await self.ctl._patch_status(vm, new_status.to_dict())
+            world.upsert_vm(VirtualMachine.parse(raw))
+            LOST.inc()
+            self.ctl.recorder.emit(vm_ref(vm), "Warning", "HostLost", change.message)
+        lease = world.leases.get(name)
+        lost = fencing.lost_since(lease.renew_time, lease.duration_seconds) if lease else None
+        verdict = fencing.verdict(host, lost, self.grace_seconds, self.fence, now)
+        if not verdict.recreate:
+            past_grace = lost is not None and (now - lost).total_seconds() >= self.grace_seconds
+            if past_grace and name not in self._waiting and vms:
+                self._waiting.add(name)
+                log.warning("%s", verdict.why)
+                self.ctl.recorder.emit(host_ref(host), "Warning", "AwaitingFencing", verdict.why)
+            return
+        for vm in fencing.to_recreate(world.vms_on(name)):
+            await reschedule(self.ctl, vm, f"recreated elsewhere: {verdict.why}", "host-failure")
+        for vm in fencing.to_release(world.vms_on(name)):
+            await self.ctl._patch_meta(
+                vm,
+                {
+                    "resourceVersion": vm.metadata.resource_version,
+                    "finalizers": [
+                        f for f in vm.metadata.finalizers if f != constants.VM_FINALIZER
+                    ],
+                },
+            )
+
+    async def _unfence(self, host: Host) -> None:
+        """A confirmation is for one failure: the host is back, so it is spent."""
+        try:
+            await client.call(
+                self.ctl.custom.patch_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                "hosts",
+                host.metadata.name,
+                {"metadata": {"annotations": {constants.ANNOTATION_FENCED: None}}},
+                _content_type=MERGE,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        log.info("host %s is back; its fencing confirmation is removed", host.metadata.name)

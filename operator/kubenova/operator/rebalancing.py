@@ -1,0 +1,93 @@
+"""Load-aware re-balance (leader only): every period, for each pool with `rebalance.enabled`
+and inside one of its peak windows, `scheduler.rebalance.plan()` proposes moves off hot hosts
+within the pool's hourly budget; each becomes a VMMigration with a fixed target, and its reason
+goes into an event on the VM and a metric. Does I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+import prometheus_client
+
+from kubenova.api import constants
+from kubenova.api.vm import VMPhase
+from kubenova.operator import migrations, peakwindows
+from kubenova.scheduler import rebalance
+from kubenova.scheduler.model import VMRequest
+
+if TYPE_CHECKING:
+    from kubenova.operator.controller import Controller
+
+log = logging.getLogger(__name__)
+
+PLANNED = prometheus_client.Counter(
+    "kubenova_rebalance_migrations_total", "Migrations the re-balance created, by pool", ["pool"]
+)
+
+
+class RebalanceController:
+    def __init__(self, ctl: Controller, period: float = 60.0) -> None:
+        self.ctl = ctl
+        self.period = period
+        self.ledger = rebalance.MigrationLedger()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            if not self.ctl.leading():
+                continue
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("re-balance pass failed; retrying")
+
+    async def sync(self) -> list[rebalance.Migration]:
+        world = self.ctl.world
+        now = dt.datetime.now(dt.UTC)
+        clock = world.clock()
+        self.ledger.prune(clock)
+        created: list[rebalance.Migration] = []
+        for name, pool in list(world.pools.items()):
+            rb = pool.spec.rebalance
+            state = world.cache.pools.get(name)
+            if not rb.enabled or state is None:
+                continue
+            if not peakwindows.inside(((w.start, w.end) for w in rb.peak_windows), now):
+                continue
+            movable: dict[str, VMRequest] = {}
+            for key, vm in world.vms.items():
+                if vm.status.phase is not VMPhase.RUNNING or self.ctl.migrations.active_for(key):
+                    continue
+                req = world.request(vm)
+                if req is not None and req.pool == name:
+                    movable[key] = req
+            moves = rebalance.plan(
+                world.cache,
+                name,
+                state.info.rebalance,
+                movable,
+                world.scheduler.check,
+                self.ledger,
+                clock,
+            )
+            for mv in moves:
+                moving = world.vms.get(mv.vm)
+                if moving is None:
+                    continue
+                m = await migrations.create(
+                    self.ctl,
+                    moving,
+                    "rebalance",
+                    {constants.LABEL_INITIATOR: "rebalance"},
+                    mv.target,
+                )
+                self.ledger.record(mv.vm, name, mv.source, clock)
+                PLANNED.labels(name).inc()
+                message = f"{mv.reason}: moving to {mv.target} (VMMigration {m.metadata.name})"
+                log.info("re-balance of pool %s: %s %s", name, mv.vm, message)
+                self.ctl.recorder.emit(migrations.vm_ref(moving), "Normal", "Rebalance", message)
+                created.append(mv)
+        return created
