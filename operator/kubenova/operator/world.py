@@ -91,10 +91,14 @@ class World:
         req = self.request(vm)
         if req is None or host not in self.cache.hosts:
             return  # counted once its flavor or host is known (see recount_pending)
+        slots = self.cache.slots_on(host)
         try:
             self.cache.add_vm(req, host, tuple(vm.status.gpu_devices))
         except CacheError as e:
             log.error("cannot count VM %s on host %s: %s", key, host, e)
+        if self.cache.slots_on(host) < slots:
+            for pool in list(self.cache.hosts[host].pools):
+                self.scheduler.refill_reservations(pool)  # re-place the displaced slots
         self.queue.on_event(QueueEvent.VM_PLACED)
 
     def remove_vm(self, key: str) -> None:

@@ -282,7 +282,23 @@ class CapacityCache:
             assumed=False,
         )
         self._add(e, a)
+        self._make_room(e)
         return a
+
+    def _make_room(self, e: HostEntry) -> None:
+        """Reservation slots are soft. A VM the informer reports on this host — bound by another
+        replica, whose slots were elsewhere — pushes this cache's slots off the host rather than
+        leaving it over-committed (a slot claimed there later would over-allocate it for real).
+        `Reservations.refill` places them again; it prunes the keys of dropped slots."""
+        while e.free_cpu < 0 or e.free_mem < 0 or e.free_disk < 0:
+            slots = sorted(k for k in e.allocations if self.allocations[k].slot)
+            if not slots:
+                return
+            self._drop(self.allocations[slots[0]])
+
+    def slots_on(self, host: str) -> int:
+        e = self.hosts.get(host)
+        return 0 if e is None else sum(1 for k in e.allocations if self.allocations[k].slot)
 
     def remove_vm(self, key: str) -> Allocation | None:
         """The VM is gone (or unbound): free what it held. Idempotent."""

@@ -95,3 +95,25 @@ def test_status_counts_how_many_more_of_each_flavor_fit() -> None:
     assert st.reserved.memory_mib == 16 * 1024
     assert st.allocated.memory_mib == 0
     assert (st.hosts, st.ready_hosts, st.capacity.vcpus) == (2, 2, 32)
+
+
+def test_vms_another_leader_bound_push_slots_off_a_host_instead_of_over_committing_it() -> None:
+    """Each replica places its own slots. When the informer reports VMs that the previous
+    leader bound onto the host where this replica holds a slot, the slot must give way: a VM
+    claiming it later would over-allocate the host for real (seen in the chaos run)."""
+    s = reserved_scheduler(count=1, hosts=2)  # 32 GiB hosts: two VMs of 16 GiB each
+    (slot,) = [a for a in s.cache.allocations.values() if a.slot]
+    for i in range(2):
+        s.cache.add_vm(vm_of(POPULAR, f"bound-elsewhere-{i}"), slot.host)
+    full = s.cache.hosts[slot.host]
+    assert full.free_mem == 0 and full.allocations == {
+        "team/bound-elsewhere-0",
+        "team/bound-elsewhere-1",
+    }
+    assert s.refill_reservations("general") == 0, "the slot is placed again"
+    (moved,) = [a for a in s.cache.allocations.values() if a.slot]
+    assert moved.host != slot.host
+    placed = s.schedule(vm_of(POPULAR, "new"))
+    assert isinstance(placed, framework.Decision) and placed.host != slot.host
+    for e in s.cache.hosts.values():
+        assert e.free_mem >= 0 and e.free_cpu >= 0, e.name
