@@ -24,4 +24,5 @@ pytest_plugins = [
     "tests.fixtures.operator",
     "tests.fixtures.webhook",
     "tests.fixtures.libvirt",
+    "tests.fixtures.libvirt_pair",
 ]

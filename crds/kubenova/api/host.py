@@ -88,6 +88,17 @@ class HostLoad(Model):
     """When the agent measured it."""
 
 
+class HostMigration(Model):
+    """How other hosts' libvirt reaches this one for live migration."""
+
+    uri: str = Field(default="", max_length=1024)
+    """The libvirt URI a source host's libvirtd connects to (peer to peer), e.g.
+    qemu+tls://host-7.example/system. Empty: this host takes no migrations."""
+    address: str = Field(default="", max_length=256)
+    """The address for the migration data stream (tcp://<address>); empty lets libvirt use
+    the host name of the URI."""
+
+
 class HostPhase(StrEnum):
     READY = "Ready"
     NOT_READY = "NotReady"
@@ -109,6 +120,8 @@ class HostStatus(Model):
     """libvirt URI and version the agent talks to."""
     agent_version: str = Field(default="", max_length=64)
     """Version of the node agent."""
+    migration: HostMigration = Field(default_factory=HostMigration)
+    """Where live migrations to this host go."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready and others."""
 

@@ -37,6 +37,32 @@ class VMMigrationSpec(Model):
     """Give up and roll back after this long."""
 
 
+class TransferState(StrEnum):
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class MigrationTransfer(Model):
+    """What the source host's agent reports about libvirt's migration job."""
+
+    state: TransferState = TransferState.RUNNING
+    """Running, Completed (the VM runs on the target) or Failed (it still runs on the
+    source)."""
+    message: str = Field(default="", max_length=1024)
+    """libvirt's error, or how it went."""
+    data_total_bytes: int | None = Field(default=None, ge=0)
+    """Guest memory (and disk) to copy."""
+    data_processed_bytes: int | None = Field(default=None, ge=0)
+    """Copied so far, including pages sent again after the guest dirtied them."""
+    elapsed_ms: int | None = Field(default=None, ge=0)
+    """Duration of the transfer, as libvirt measured it."""
+    downtime_ms: int | None = Field(default=None, ge=0)
+    """How long the guest was paused for the switch-over, as libvirt measured it."""
+    attempt: int = Field(default=1, ge=1)
+    """The agent restarts a transfer that an agent restart interrupted."""
+
+
 class VMMigrationStatus(Model):
     """Progress of the migration."""
 
@@ -54,6 +80,8 @@ class VMMigrationStatus(Model):
     """When it ended, either way."""
     message: str = Field(default="", max_length=1024)
     """Why it is in this phase."""
+    transfer: MigrationTransfer | None = None
+    """The libvirt job, as the source host's agent reports it."""
     conditions: list[Condition] = Field(default_factory=list)
     """The migration's conditions."""
 
@@ -79,4 +107,5 @@ class VMMigration(Resource):
     spec: VMMigrationSpec
     """What to move."""
     status: VMMigrationStatus = Field(default_factory=VMMigrationStatus)
-    """Progress, written by the operator and the agents."""
+    """Progress: `transfer` and `progressPercent` are written by the source host's agent,
+    everything else by the operator."""

@@ -216,6 +216,8 @@ class VirtualMachineStatus(Model):
     """The first guest address, for `kubectl get`."""
     addresses: list[str] = Field(default_factory=list)
     """All guest addresses the agent found."""
+    serial_log: str | None = Field(default=None, max_length=4096)
+    """Path of the serial console log on the host (`kubectl vm console`)."""
     reason: str | None = None
     """Why the VM is in this phase, in one line (e.g. why it cannot be scheduled)."""
     observed_generation: int | None = None

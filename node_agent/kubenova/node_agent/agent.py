@@ -14,16 +14,17 @@ import datetime as dt
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import kubernetes
 
 from kubenova.api import constants
+from kubenova.api.vm import VMPhase
 from kubenova.kube import client, leases
-from kubenova.node_agent import VERSION, decide, hostfacts, metrics, storage
+from kubenova.node_agent import VERSION, decide, hostfacts, metrics, migrations, storage
 from kubenova.node_agent.config import AgentConfig
-from kubenova.node_agent.hypervisor import DomainState, HostFacts, Hypervisor, Load
+from kubenova.node_agent.hypervisor import DomainState, HostFacts, Hypervisor, Load, Owner
 from kubenova.node_agent.kubeapi import KubeAPI, VMInformer
 from kubenova.node_agent.libvirt_driver import LibvirtHypervisor
 from kubenova.node_agent.queueing import WorkQueue
@@ -56,6 +57,7 @@ class Agent:
         self.queue = WorkQueue()
         self.informer = VMInformer(self.kube, self.queue.add)
         self.reconciler = Reconciler(cfg, self.hv, self.kube)
+        self.migrations = migrations.Migrations(cfg, self.hv, self.kube, self.informer.get)
         self.lease = leases.LeaseClient(api, cfg.namespace, cfg.lease_name)
         self._orphans: dict[str, dt.datetime] = {}
         self._failures: dict[str, int] = {}
@@ -100,6 +102,7 @@ class Agent:
                     tg.create_task(self._worker())
         finally:
             self.informer.stop()
+            await self.migrations.stop()
             await self.hv.close()
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -148,6 +151,8 @@ class Agent:
         if raw is None:
             self.queue.add(ORPHAN_SCAN)  # its domain, if any, is now an orphan
             return
+        if migrations.wanted(raw, self.cfg.host):
+            self.migrations.ensure(key)  # the reconciler leaves Migrating VMs alone
         outcome = await self.reconciler.reconcile(raw)
         if outcome.requeue_after is not None:
             self.queue.add_after(key, outcome.requeue_after)
@@ -159,8 +164,16 @@ class Agent:
             str(o["metadata"].get("uid")) for o in self.informer.cache.values() if o["metadata"]
         }
         now = dt.datetime.now(dt.UTC)
+        domains = await self.hv.domains()
+        elsewhere, migrating = await self._whereabouts(d.owner for d in domains if d.owner)
         scan = decide.scan_orphans(
-            await self.hv.domains(), bound, self._orphans, now, self.cfg.orphan_grace_seconds
+            domains,
+            bound,
+            self._orphans,
+            now,
+            self.cfg.orphan_grace_seconds,
+            elsewhere=elsewhere - bound,
+            migrating=migrating - bound,
         )
         self._orphans = scan.first_seen
         metrics.ORPHANS.labels(self.cfg.host).set(len(scan.first_seen))
@@ -183,6 +196,25 @@ class Agent:
             await self.kube.host_event("OrphanDomainRemoved", f"removed orphan domain {name}")
         if self._orphans:
             self.queue.add_after(ORPHAN_SCAN, self.cfg.orphan_grace_seconds)
+
+    async def _whereabouts(self, owners: Iterable[Owner]) -> tuple[frozenset[str], frozenset[str]]:
+        """For domains whose VM is not bound here: uids of VMs bound to another host (or to
+        none), and of VMs being migrated, read from the API."""
+        elsewhere: set[str] = set()
+        migrating: set[str] = set()
+        for owner in owners:
+            if owner.key in self.informer.cache:
+                continue
+            raw = await self.kube.get_vm(owner.namespace, owner.name)
+            meta = (raw or {}).get("metadata") or {}
+            status = (raw or {}).get("status") or {}
+            if meta.get("uid") != owner.uid:
+                continue  # gone, or an other VM of that name: an orphan after the grace
+            if status.get("phase") == VMPhase.MIGRATING.value:
+                migrating.add(owner.uid)
+            elif status.get("host") != self.cfg.host:
+                elsewhere.add(owner.uid)
+        return frozenset(elsewhere), frozenset(migrating)
 
     async def heartbeat(self) -> None:
         record = await self.lease.try_hold(self.cfg.host, self.cfg.lease_seconds)
@@ -210,7 +242,17 @@ class Agent:
         ).to_dict()
         for operator_field in ("phase", "conditions"):
             status.pop(operator_field, None)
-        await self.kube.patch_host_status(status)
+        status["migration"] = {
+            "uri": self.cfg.migration_uri,
+            "address": self.cfg.migration_address,
+        }
+        host = await self.kube.patch_host_status(status)
+        annotations = (host.get("metadata") or {}).get("annotations") or {}
+        if constants.ANNOTATION_FENCED in annotations:
+            # Running and reporting: whatever fenced this host is over; a confirmation is
+            # for one failure, not the next.
+            await self.kube.clear_host_annotation(constants.ANNOTATION_FENCED)
+            log.info("host %s is back: its fencing confirmation is removed", self.cfg.host)
         for state in DomainState:
             metrics.DOMAINS.labels(self.cfg.host, str(state)).set(usage.by_state.get(state, 0))
 

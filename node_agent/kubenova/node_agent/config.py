@@ -38,6 +38,11 @@ class AgentConfig:
     workers: int = 4
     metrics_port: int = 0
     """0: no metrics endpoint."""
+    migration_uri: str = ""
+    """The libvirt URI other hosts' libvirtd reach this one at (KUBENOVA_MIGRATION_URI);
+    empty: this host takes no live migrations."""
+    migration_address: str = ""
+    """The address of the migration data stream (KUBENOVA_MIGRATION_ADDRESS)."""
 
     @property
     def lease_name(self) -> str:
@@ -90,4 +95,6 @@ def from_env(env: Mapping[str, str]) -> AgentConfig:
         orphan_grace_seconds=number("KUBENOVA_ORPHAN_GRACE_SECONDS", 300.0),
         workers=int(number("KUBENOVA_WORKERS", 4)),
         metrics_port=int(number("KUBENOVA_METRICS_PORT", 0)),
+        migration_uri=env.get("KUBENOVA_MIGRATION_URI", ""),
+        migration_address=env.get("KUBENOVA_MIGRATION_ADDRESS", ""),
     )

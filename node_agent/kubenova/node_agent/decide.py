@@ -175,20 +175,28 @@ def scan_orphans(
     first_seen: Mapping[str, dt.datetime],
     now: dt.datetime,
     grace_seconds: float,
+    *,
+    elsewhere: frozenset[str] = frozenset(),
+    migrating: frozenset[str] = frozenset(),
 ) -> OrphanScan:
     """Domains kubenova created whose VM is gone or bound elsewhere. Domains without kubenova
-    metadata are not ours and are never touched."""
+    metadata are not ours and are never touched.
+
+    `elsewhere`: uids of VMs known to be bound to another host (or to none: rescheduled after
+    this host was fenced); their domains go at once, never after a grace, so a VM never runs
+    twice. `migrating`: uids of VMs in a live migration, whose domain may be arriving here;
+    the operator and the source agent own those."""
     seen: dict[str, dt.datetime] = {}
     new: list[str] = []
     remove: list[str] = []
     for d in domains:
-        if d.owner is None or d.owner.uid in bound_uids:
+        if d.owner is None or d.owner.uid in bound_uids or d.owner.uid in migrating:
             continue
         since = first_seen.get(d.name)
         if since is None:
             since = now
             new.append(d.name)
         seen[d.name] = since
-        if (now - since).total_seconds() >= grace_seconds:
+        if d.owner.uid in elsewhere or (now - since).total_seconds() >= grace_seconds:
             remove.append(d.name)
     return OrphanScan(first_seen=seen, new=tuple(new), remove=tuple(remove))

@@ -290,5 +290,12 @@ def read_owner(xml: str) -> tuple[Owner | None, str | None]:
     return owner, token
 
 
+def read_serial_log(xml: str) -> str | None:
+    """The file the domain's serial console writes to, from its XML (after a live migration it
+    is the path the guest was started with, wherever that was)."""
+    source = ET.fromstring(xml).find("devices/serial/source")
+    return source.get("path") if source is not None else None
+
+
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 ET.register_namespace(RESTART_PREFIX, RESTART_NS)

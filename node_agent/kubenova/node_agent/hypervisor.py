@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class DomainState(StrEnum):
@@ -55,6 +55,8 @@ class Domain:
     """None for a domain kubenova did not create."""
     restart_token: str | None = None
     """The last `kubenova.io/restart-requested-at` value this domain was restarted for."""
+    serial_log: str | None = None
+    """The serial console's log file, if it has one."""
 
     @property
     def active(self) -> bool:
@@ -141,3 +143,29 @@ class Hypervisor(Protocol):
     async def host_facts(self) -> HostFacts: ...
     async def cpu_percent(self) -> float | None: ...
     async def usage(self) -> Usage: ...
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A migration job on the source, as libvirt reports it while it runs."""
+
+    data_total: int | None = None
+    data_processed: int | None = None
+    data_remaining: int | None = None
+    elapsed_ms: int | None = None
+
+
+@runtime_checkable
+class Migrator(Protocol):
+    """A hypervisor that can move a running domain live to another host (libvirt's
+    peer-to-peer migration); the test:/// driver cannot."""
+
+    async def migrate(self, name: str, dest_uri: str, address: str) -> None:
+        """Move domain `name` to the libvirt at `dest_uri` (data over tcp://`address` when
+        set); returns when the guest runs there and is gone here."""
+
+    async def job(self, name: str) -> JobProgress | None:
+        """The migration job under way for `name`; None when there is none."""
+
+    async def abort_job(self, name: str) -> None:
+        """Stop the job under way; the guest keeps running here."""

@@ -116,6 +116,35 @@ class KubeAPI:
             _content_type=MERGE_PATCH,
         )
 
+    async def get_vm(self, namespace: str, name: str) -> RawObject | None:
+        """A VM by name, wherever it is bound (None: it does not exist)."""
+        try:
+            return await _call(
+                self.custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                VM_PLURAL,
+                name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_migration_status(self, namespace: str, name: str, status: RawObject) -> None:
+        """The source agent's part of a VMMigration's status: `transfer`, `progressPercent`."""
+        await client.call(
+            self.custom.patch_namespaced_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            "vmmigrations",
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
     async def release_finalizer(self, namespace: str, name: str) -> None:
         """Remove the domain-cleanup finalizer, keeping any other, with a resourceVersion
         precondition (re-read and retry on conflict)."""
@@ -215,14 +244,26 @@ class KubeAPI:
             _content_type=MERGE_PATCH,
         )
 
-    async def patch_host_status(self, status: RawObject) -> None:
-        await client.call(
+    async def patch_host_status(self, status: RawObject) -> RawObject:
+        """Returns the Host as it is now."""
+        return await _call(
             self.custom.patch_cluster_custom_object_status,
             constants.GROUP,
             constants.VERSION,
             "hosts",
             self.host,
             {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def clear_host_annotation(self, key: str) -> None:
+        await client.call(
+            self.custom.patch_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            "hosts",
+            self.host,
+            {"metadata": {"annotations": {key: None}}},
             _content_type=MERGE_PATCH,
         )
 

@@ -27,6 +27,7 @@ from kubenova.node_agent.hypervisor import (
     DomainState,
     HostFacts,
     HypervisorError,
+    JobProgress,
     StopCause,
     Usage,
 )
@@ -276,6 +277,51 @@ class LibvirtHypervisor:
         conn = await self._connection()
         return await self._timed("usage", _usage, conn)
 
+    # -- live migration (`Migrator`) ------------------------------------------------------
+
+    async def migrate(self, name: str, dest_uri: str, address: str) -> None:
+        """Peer to peer: this host's libvirtd connects to the target's and runs the whole
+        transfer; the guest is defined there (PERSIST_DEST) and undefined here once it runs
+        there (UNDEFINE_SOURCE), so it is never defined, let alone running, in two places."""
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"} if address else {}
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        )
+        await self._on_domain("migrate", name, lambda d: d.migrateToURI3(dest_uri, params, flags))
+
+    async def job(self, name: str) -> JobProgress | None:
+        def run(d: Any) -> JobProgress | None:
+            stats = d.jobStats(0)
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                return None
+            return JobProgress(
+                data_total=stats.get("data_total", stats.get("memory_total")),
+                data_processed=stats.get("data_processed", stats.get("memory_processed")),
+                data_remaining=stats.get("data_remaining", stats.get("memory_remaining")),
+                elapsed_ms=stats.get("time_elapsed"),
+            )
+
+        try:
+            return await self._on_domain("job-stats", name, run)
+        except HypervisorError as e:
+            cause = e.__cause__
+            if isinstance(cause, Exception) and (_is_missing(cause) or _is_not_running(cause)):
+                return None  # gone (migrated) or stopped meanwhile: no job
+            raise
+
+    async def abort_job(self, name: str) -> None:
+        def run(d: Any) -> None:
+            try:
+                d.abortJob()
+            except libvirt.libvirtError as e:
+                if not _is_not_running(e):  # no job any more: nothing to stop
+                    raise
+
+        await self._on_domain("abort-job", name, run)
+
 
 def _alive(conn: Any) -> bool:
     try:
@@ -286,7 +332,8 @@ def _alive(conn: Any) -> bool:
 
 def _observe(dom: Any) -> Domain:
     state, reason = dom.state(0)
-    owner, token = domain_xml.read_owner(dom.XMLDesc(0))
+    xml = dom.XMLDesc(0)
+    owner, token = domain_xml.read_owner(xml)
     mapped = _STATES.get(state, DomainState.OTHER)
     cause = StopCause.NONE
     if mapped == DomainState.SHUTOFF:
@@ -298,6 +345,7 @@ def _observe(dom: Any) -> Domain:
         cause=cause,
         owner=owner,
         restart_token=token,
+        serial_log=domain_xml.read_serial_log(xml),
     )
 
 

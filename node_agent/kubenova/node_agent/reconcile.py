@@ -12,7 +12,7 @@ from typing import Any
 from kubenova.api import constants
 from kubenova.api.flavor import FlavorSpec
 from kubenova.api.meta import Condition, ConditionStatus, InvalidObjectError, set_condition
-from kubenova.api.vm import Operation, VirtualMachine, VMPhase, VMResources
+from kubenova.api.vm import Operation, RunStrategy, VirtualMachine, VMPhase, VMResources
 from kubenova.kube import client, logs
 from kubenova.node_agent import decide, domain_xml, storage
 from kubenova.node_agent.config import AgentConfig
@@ -69,9 +69,11 @@ class Reconciler:
                 raise
 
     async def _pass(self, vm: VirtualMachine, key: str, deleting: bool) -> Outcome:
+        # Evicted from this host (a drain, evictionStrategy Shutdown): stop it as if Halted.
+        evicted = vm.metadata.annotations.get(constants.ANNOTATION_EVICT) == self.cfg.host
         wish = decide.Wish(
             uid=vm.metadata.uid or "",
-            run_strategy=vm.spec.run_strategy,
+            run_strategy=RunStrategy.HALTED if evicted else vm.spec.run_strategy,
             deleting=deleting,
             restart_token=vm.metadata.annotations.get(constants.ANNOTATION_RESTART_REQUESTED),
             grace_seconds=vm.spec.termination_grace_period_seconds,
@@ -158,6 +160,8 @@ class Reconciler:
             "ip": addresses[0] if addresses else None,
             "addresses": addresses,
         }
+        if domain is not None and domain.serial_log:
+            status["serialLog"] = domain.serial_log
         await self._write(vm, status)
 
     async def _report_failure(self, vm: VirtualMachine, message: str) -> None:

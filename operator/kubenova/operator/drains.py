@@ -41,10 +41,11 @@ class DrainController:
 
     async def sync(self) -> None:
         for name, host in list(self.ctl.world.hosts.items()):
-            if constants.ANNOTATION_DRAIN not in host.metadata.annotations:
-                continue
             try:
-                await self._drain(name, host)
+                if constants.ANNOTATION_DRAIN in host.metadata.annotations:
+                    await self._drain(name, host)
+                elif any(c.type == constants.COND_DRAINED for c in host.status.conditions):
+                    await self._undrained(host)  # uncordoned: the condition no longer applies
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
@@ -93,6 +94,12 @@ class DrainController:
         for vm in plan.of(draining.Move.UNBIND):
             await reschedule(ctl, vm, f"host {name} is drained", "drain")
         await self._condition(host, plan)
+
+    async def _undrained(self, host: Host) -> None:
+        conds = [c for c in host.status.conditions if c.type != constants.COND_DRAINED]
+        await self.ctl._patch_cluster_status(
+            "hosts", host.metadata.name, {"conditions": [c.to_dict() for c in conds]}
+        )
 
     async def _condition(self, host: Host, plan: draining.Plan) -> None:
         now = dt.datetime.now(dt.UTC)

@@ -2,8 +2,8 @@
 Unknown; once `fencing.verdict()` allows it (the grace has passed and the host is fenced) they
 go back to Pending, unbound, and the scheduler places them elsewhere. Does I/O.
 
-Also here: `reschedule()`, the one write that unbinds a VM (host failure and drains use it),
-and the removal of a used fencing confirmation when the host's heartbeat is fresh again.
+Also here: `reschedule()`, the one write that unbinds a VM (host failure and drains use it).
+A used fencing confirmation is removed by the host's agent when it runs again.
 """
 
 from __future__ import annotations
@@ -129,8 +129,6 @@ class HostFailureController:
             phase = world.host_phase(name, now)
             if phase is HostPhase.READY:
                 self._waiting.discard(name)
-                if constants.ANNOTATION_FENCED in host.metadata.annotations:
-                    await self._unfence(host)
                 continue
             if phase is not HostPhase.NOT_READY:
                 continue
@@ -177,20 +175,3 @@ class HostFailureController:
                     ],
                 },
             )
-
-    async def _unfence(self, host: Host) -> None:
-        """A confirmation is for one failure: the host is back, so it is spent."""
-        try:
-            await client.call(
-                self.ctl.custom.patch_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                "hosts",
-                host.metadata.name,
-                {"metadata": {"annotations": {constants.ANNOTATION_FENCED: None}}},
-                _content_type=MERGE,
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        log.info("host %s is back; its fencing confirmation is removed", host.metadata.name)

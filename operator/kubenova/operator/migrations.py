@@ -29,7 +29,7 @@ from kubenova.kube import client
 from kubenova.kube.events import ObjectRef
 from kubenova.operator import lifecycle, migration_flow
 from kubenova.operator.migration_flow import Do, Step
-from kubenova.operator.world import vm_key
+from kubenova.operator.world import World, vm_key
 from kubenova.scheduler import targets
 from kubenova.scheduler.framework import Unschedulable
 
@@ -67,6 +67,12 @@ def vm_ref(vm: VirtualMachine) -> ObjectRef:
         vm.metadata.namespace,
         vm.metadata.uid,
     )
+
+
+def _takes(world: World, host: str) -> bool:
+    """Whether the host's agent reports where migrations reach it."""
+    h = world.hosts.get(host)
+    return h is not None and bool(h.status.migration.uri)
 
 
 class MigrationController:
@@ -222,7 +228,7 @@ class MigrationController:
                 req,
                 source,
                 m.spec.target_host,
-                lambda h: migration_flow.host_has_room(busy, self.limits, h),
+                lambda h: migration_flow.host_has_room(busy, self.limits, h) and _takes(world, h),
             )
             if isinstance(choice, Unschedulable):
                 if choice.message[:1024] != m.status.message:

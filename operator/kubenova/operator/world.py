@@ -145,6 +145,9 @@ class World:
         added = name not in self.hosts
         self.hosts[name] = host
         self._refresh_host(name, now)
+        load = host.status.load
+        if load.reported_at is not None:  # the agents' report: load-aware scores, re-balance
+            self.cache.report_load(name, load.cpu_percent, load.memory_percent, self.clock())
         self.queue.on_event(QueueEvent.HOST_ADDED if added else QueueEvent.HOST_CHANGED)
         if added:
             self.recount_pending()

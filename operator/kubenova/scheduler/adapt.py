@@ -45,7 +45,8 @@ def host(h: Host, heartbeat_at: float) -> model.HostInfo:
         disk_mib=mib_down(cap.disk),
         labels=labels,
         gpus=tuple(model.GPU(g.model, g.pci_address) for g in cap.gpus),
-        unschedulable=h.spec.unschedulable,
+        # A host being drained takes no new VMs, cordoned or not.
+        unschedulable=h.spec.unschedulable or constants.ANNOTATION_DRAIN in h.metadata.annotations,
         taints=tuple(
             model.Taint(t.key, t.value, model.TaintEffect(t.effect.value)) for t in h.spec.taints
         ),
