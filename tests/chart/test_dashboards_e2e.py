@@ -26,9 +26,9 @@ from kubenova.dev import cluster, dashboards, pki
 from kubenova.node_agent import simulate
 from kubenova.webhooks import registration
 from tests.e2e.bind import flavor_yaml, phase, vm, vm_yaml
-from tests.fixtures.cluster import LocalCluster
+from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import Agents, unique_host
-from tests.fixtures.operator import Operators, wait_for
+from tests.fixtures.operator import Operators
 from tests.fixtures.webhook import Process
 from tests.unit.chart import promql
 

@@ -13,9 +13,8 @@ import pytest
 from kubenova.api import constants
 from kubenova.dev.cluster import free_port
 from tests.e2e.bind import bind, flavor_yaml, phase, vm, vm_yaml
-from tests.fixtures.cluster import LocalCluster
+from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import Agents, unique_host
-from tests.fixtures.operator import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 

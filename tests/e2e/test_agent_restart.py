@@ -22,9 +22,8 @@ from kubenova.api.quantity import Quantity
 from kubenova.api.vm import VMResources
 from kubenova.node_agent import domain_xml
 from tests.e2e.bind import bind, flavor_yaml, phase, vm, vm_yaml
-from tests.fixtures.cluster import LocalCluster
+from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import HACK, Agents, unique_host
-from tests.fixtures.operator import wait_for
 from tests.unit.node_agent.builders import make_vm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]

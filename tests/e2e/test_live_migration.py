@@ -20,10 +20,10 @@ import libvirt
 import pytest
 
 from kubenova.api import constants
-from tests.fixtures.cluster import LocalCluster
+from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import Agents, unique_host
 from tests.fixtures.libvirt_pair import PairHost
-from tests.fixtures.operator import Operators, wait_for
+from tests.fixtures.operator import Operators
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 

@@ -13,9 +13,8 @@ import libvirt
 import pytest
 
 from tests.e2e.bind import bind, phase, vm
-from tests.fixtures.cluster import LocalCluster
+from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import Agents, unique_host
-from tests.fixtures.operator import wait_for
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 

@@ -12,7 +12,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.fixtures.operator import Cluster, OperatorProcess, Operators, wait_for
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import Cluster, OperatorProcess, Operators
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.e2e, pytest.mark.slow]
 

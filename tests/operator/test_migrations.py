@@ -14,7 +14,8 @@ from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.cli import kubectl_vm
-from tests.fixtures.operator import GROUP, VERSION, Cluster, Operators, wait_for
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import GROUP, VERSION, Cluster, Operators
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.e2e]
 MERGE = "application/merge-patch+json"

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import yaml
 
-from tests.fixtures.cluster import LocalCluster
-from tests.fixtures.operator import Operators, wait_for
+from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.operator import Operators
 from tests.fixtures.webhook import Webhook, create_vms
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.e2e]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from kubenova.api import constants
-from tests.fixtures.operator import Cluster, Operators, wait_for
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import Cluster, Operators
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.e2e]
 

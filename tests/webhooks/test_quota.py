@@ -20,8 +20,8 @@ from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client
 from kubenova.webhooks import quota, quota_math, store
-from tests.fixtures.cluster import LocalCluster
-from tests.fixtures.webhook import Webhook, create_vms, vm_manifest, wait_for
+from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.webhook import Webhook, create_vms, vm_manifest
 
 pytestmark = pytest.mark.apiserver
 

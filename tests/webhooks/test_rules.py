@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from kubenova.api import constants
-from tests.fixtures.cluster import LocalCluster
-from tests.fixtures.webhook import Webhook, wait_for
+from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.webhook import Webhook
 
 pytestmark = pytest.mark.apiserver
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from kubenova.api import constants
+from kubenova.api.meta import Resource
 from kubenova.kube import client
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,12 @@ class ObjectRef:
     name: str
     namespace: str | None
     uid: str | None
+
+
+def ref_of(obj: Resource) -> ObjectRef:
+    """The reference an Event about one of kubenova's objects points at."""
+    meta = obj.metadata
+    return ObjectRef(constants.API_VERSION, obj.kind, meta.name, meta.namespace, meta.uid)
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,14 @@ from kubenova.api.host import HostPhase
 from kubenova.api.meta import Condition, ConditionStatus, Resource, set_condition
 from kubenova.api.vm import VMPhase
 from kubenova.kube import client, logs
-from kubenova.kube.events import EventRecorder, ObjectRef
+from kubenova.kube.events import EventRecorder, ref_of
 from kubenova.kube.leases import LeaseClient
 from kubenova.operator import (
     drains,
     fencing,
     hostfailure,
     lifecycle,
+    loops,
     metrics,
     migrations,
     rebalancing,
@@ -78,16 +79,6 @@ def parse(kind: type[R], body: Mapping[str, Any]) -> R | None:
     except InvalidObjectError as e:
         log.error("ignoring invalid object: %s", e)
         return None
-
-
-def _ref(vm: VirtualMachine) -> ObjectRef:
-    return ObjectRef(
-        constants.API_VERSION,
-        "VirtualMachine",
-        vm.metadata.name,
-        vm.metadata.namespace,
-        vm.metadata.uid,
-    )
 
 
 class Controller:
@@ -343,7 +334,7 @@ class Controller:
         await self._label_host(vm, decision.host, rv, trace_id)
         metrics.BIND_SECONDS.observe(time.perf_counter() - started)
         log.info("bound %s to %s", vm_key(vm), decision.host, extra={"score": decision.score})
-        self.recorder.emit(_ref(vm), "Normal", "Scheduled", message)
+        self.recorder.emit(ref_of(vm), "Normal", "Scheduled", message)
         return True
 
     async def _patch_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
@@ -417,32 +408,25 @@ class Controller:
             if e.status not in (404, 409):
                 raise
             return
-        self.recorder.emit(_ref(vm), "Warning", "FailedScheduling", why.message)
+        self.recorder.emit(ref_of(vm), "Warning", "FailedScheduling", why.message)
 
     # -- status of VMs being deleted, Hosts, Flavors, Pools (leader) ---------------------------
 
     async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.status_period)
-            if not self.leading():
-                continue
-            try:
-                await self._sync_statuses()
-            except Exception:
-                log.exception("status sync failed; retrying")
+        await loops.while_leading(
+            lambda: self.settings.status_period, self.leading, self._sync_statuses, "status sync"
+        )
 
     async def _quota_loop(self) -> None:
-        """Recount every namespace's quota usage from its VMs now and then, healing drift
-        (a charge whose VM create failed after admission, a release lost to a crash)."""
-        while True:
-            await asyncio.sleep(self.settings.quota_recount_period)
-            if not self.leading():
-                continue
-            try:
-                for q in await self._list("vmquotas"):
-                    await quota.recount_namespace(self.api, q["metadata"]["namespace"], self.ledger)
-            except Exception:
-                log.exception("quota recount failed; retrying next period")
+        await loops.while_leading(
+            lambda: self.settings.quota_recount_period, self.leading, self._recount, "quota recount"
+        )
+
+    async def _recount(self) -> None:
+        """Recount every namespace's quota usage from its VMs, healing drift (a charge whose
+        VM create failed after admission, a release lost to a crash)."""
+        for q in await self._list("vmquotas"):
+            await quota.recount_namespace(self.api, q["metadata"]["namespace"], self.ledger)
 
     async def _sync_statuses(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -521,7 +505,7 @@ class Controller:
                     )
                     new_status, _ = lifecycle.apply(vm.status, change, dt.datetime.now(dt.UTC))
                     await self._patch_status(vm, new_status.to_dict())
-                    self.recorder.emit(_ref(vm), "Normal", "Deleting", change.message)
+                    self.recorder.emit(ref_of(vm), "Normal", "Deleting", change.message)
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
@@ -540,10 +524,8 @@ class Controller:
         status = {"phase": phase.value, "conditions": [c.to_dict() for c in conds]}
         await self._patch_cluster_status("hosts", host.metadata.name, status)
         log.info("host %s is %s", host.metadata.name, phase.value)
-        ref = ObjectRef(constants.API_VERSION, "Host", host.metadata.name, None, host.metadata.uid)
-        self.recorder.emit(
-            ref, "Normal" if ready else "Warning", f"Host{phase.value}", cond.message
-        )
+        kind = "Normal" if ready else "Warning"
+        self.recorder.emit(ref_of(host), kind, f"Host{phase.value}", cond.message)
 
     async def _sync_pool(self, pool: ResourcePool) -> None:
         from kubenova.scheduler import adapt  # the only adapter back to the API

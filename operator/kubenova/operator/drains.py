@@ -4,7 +4,6 @@ unbind. The Host's `Drained` condition tells when it is empty. Does I/O."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING
@@ -14,8 +13,9 @@ from kubernetes.client.exceptions import ApiException
 from kubenova.api import Host, constants
 from kubenova.api.meta import Condition, ConditionStatus, set_condition
 from kubenova.api.migration import MigrationPhase
-from kubenova.operator import draining, migration_flow, migrations
-from kubenova.operator.hostfailure import host_ref, reschedule
+from kubenova.kube.events import ref_of
+from kubenova.operator import draining, loops, migration_flow, migrations
+from kubenova.operator.hostfailure import reschedule
 
 if TYPE_CHECKING:
     from kubenova.operator.controller import Controller
@@ -30,14 +30,7 @@ class DrainController:
         self.period = period
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            if not self.ctl.leading():
-                continue
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("drain pass failed; retrying")
+        await loops.while_leading(lambda: self.period, self.ctl.leading, self.sync, "drain pass")
 
     async def sync(self) -> None:
         for name, host in list(self.ctl.world.hosts.items()):
@@ -72,7 +65,7 @@ class DrainController:
                 {constants.LABEL_INITIATOR: "drain", constants.LABEL_DRAIN_HOST: name},
             )
             ctl.recorder.emit(
-                migrations.vm_ref(vm),
+                ref_of(vm),
                 "Normal",
                 "Evicting",
                 f"host {name} is drained: migrating live (VMMigration {m.metadata.name})",
@@ -86,7 +79,7 @@ class DrainController:
                 },
             )
             ctl.recorder.emit(
-                migrations.vm_ref(vm),
+                ref_of(vm),
                 "Normal",
                 "Evicting",
                 f"host {name} is drained: shutting down, to start elsewhere if it should run",
@@ -120,4 +113,4 @@ class DrainController:
             "hosts", host.metadata.name, {"conditions": [c.to_dict() for c in conds]}
         )
         if done:
-            self.ctl.recorder.emit(host_ref(host), "Normal", "Drained", cond.message)
+            self.ctl.recorder.emit(ref_of(host), "Normal", "Drained", cond.message)

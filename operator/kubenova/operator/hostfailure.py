@@ -8,7 +8,6 @@ A used fencing confirmation is removed by the host's agent when it runs again.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from kubenova.api import Host, VirtualMachine, constants
 from kubenova.api.host import HostPhase
 from kubenova.kube import client
-from kubenova.kube.events import ObjectRef
-from kubenova.operator import fencing, lifecycle
-from kubenova.operator.migrations import vm_ref
+from kubenova.kube.events import ref_of
+from kubenova.operator import fencing, lifecycle, loops
 from kubenova.operator.world import vm_key
 
 if TYPE_CHECKING:
@@ -39,10 +37,6 @@ RESCHEDULED = prometheus_client.Counter(
 LOST = prometheus_client.Counter(
     "kubenova_vms_host_lost_total", "VMs marked Unknown because their host stopped heartbeating"
 )
-
-
-def host_ref(host: Host) -> ObjectRef:
-    return ObjectRef(constants.API_VERSION, "Host", host.metadata.name, None, host.metadata.uid)
 
 
 async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: str) -> None:
@@ -97,7 +91,7 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
     ctl.world.upsert_vm(unbound)  # frees its room and queues it now, not at the watch event
     RESCHEDULED.labels(cause).inc()
     log.info("VM %s unbound from %s: %s", vm_key(vm), vm.status.host, message)
-    ctl.recorder.emit(vm_ref(vm), "Normal", "Rescheduled", message)
+    ctl.recorder.emit(ref_of(vm), "Normal", "Rescheduled", message)
     ctl.wake.set()
 
 
@@ -113,14 +107,9 @@ class HostFailureController:
         """Hosts whose users were told they wait for fencing (once per failure)."""
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            if not self.ctl.leading():
-                continue
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("host failure pass failed; retrying")
+        await loops.while_leading(
+            lambda: self.period, self.ctl.leading, self.sync, "host failure pass"
+        )
 
     async def sync(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -152,7 +141,7 @@ class HostFailureController:
             raw = await self.ctl._patch_status(vm, new_status.to_dict())
             world.upsert_vm(VirtualMachine.parse(raw))
             LOST.inc()
-            self.ctl.recorder.emit(vm_ref(vm), "Warning", "HostLost", change.message)
+            self.ctl.recorder.emit(ref_of(vm), "Warning", "HostLost", change.message)
         lease = world.leases.get(name)
         lost = fencing.lost_since(lease.renew_time, lease.duration_seconds) if lease else None
         verdict = fencing.verdict(host, lost, self.grace_seconds, self.fence, now)
@@ -161,7 +150,7 @@ class HostFailureController:
             if past_grace and name not in self._waiting and vms:
                 self._waiting.add(name)
                 log.warning("%s", verdict.why)
-                self.ctl.recorder.emit(host_ref(host), "Warning", "AwaitingFencing", verdict.why)
+                self.ctl.recorder.emit(ref_of(host), "Warning", "AwaitingFencing", verdict.why)
             return
         for vm in fencing.to_recreate(world.vms_on(name)):
             await reschedule(self.ctl, vm, f"recreated elsewhere: {verdict.why}", "host-failure")

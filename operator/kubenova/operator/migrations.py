@@ -26,7 +26,7 @@ from kubenova.api import VirtualMachine, VMMigration, constants
 from kubenova.api.host import HostPhase
 from kubenova.api.migration import MigrationPhase
 from kubenova.kube import client
-from kubenova.kube.events import ObjectRef
+from kubenova.kube.events import ref_of
 from kubenova.operator import lifecycle, migration_flow
 from kubenova.operator.migration_flow import Do, Step
 from kubenova.operator.world import World, vm_key
@@ -51,22 +51,6 @@ MIGRATION_SECONDS = prometheus_client.Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 IN_FLIGHT = prometheus_client.Gauge("kubenova_migrations_in_flight", "Live migrations under way")
-
-
-def migration_ref(m: VMMigration) -> ObjectRef:
-    return ObjectRef(
-        constants.API_VERSION, "VMMigration", m.metadata.name, m.metadata.namespace, m.metadata.uid
-    )
-
-
-def vm_ref(vm: VirtualMachine) -> ObjectRef:
-    return ObjectRef(
-        constants.API_VERSION,
-        "VirtualMachine",
-        vm.metadata.name,
-        vm.metadata.namespace,
-        vm.metadata.uid,
-    )
 
 
 def _takes(world: World, host: str) -> bool:
@@ -194,7 +178,7 @@ class MigrationController:
                 if vm is not None:
                     await self._meta(vm, {constants.ANNOTATION_MIGRATION_ABORT: step.message})
                     await self._status(m, {"message": step.message})
-                    self.ctl.recorder.emit(migration_ref(m), "Normal", "Aborting", step.message)
+                    self.ctl.recorder.emit(ref_of(m), "Normal", "Aborting", step.message)
             case Do.SUCCEED:
                 if vm is not None:
                     await self._succeed(m, vm, step, now)
@@ -291,8 +275,8 @@ class MigrationController:
             },
         )
         log.info("migration %s/%s started: %s", m.metadata.namespace, m.metadata.name, message)
-        self.ctl.recorder.emit(migration_ref(m), "Normal", "MigrationStarted", message)
-        self.ctl.recorder.emit(vm_ref(vm), "Normal", "MigrationStarted", message)
+        self.ctl.recorder.emit(ref_of(m), "Normal", "MigrationStarted", message)
+        self.ctl.recorder.emit(ref_of(vm), "Normal", "MigrationStarted", message)
 
     async def _succeed(
         self, m: VMMigration, vm: VirtualMachine, step: Step, now: dt.datetime
@@ -320,7 +304,7 @@ class MigrationController:
         if started is not None:
             MIGRATION_SECONDS.observe((now - started).total_seconds())
         await self._finish(m, MigrationPhase.SUCCEEDED, step.message, now, progress=100)
-        self.ctl.recorder.emit(vm_ref(vm), "Normal", "Migrated", f"now running on {target}")
+        self.ctl.recorder.emit(ref_of(vm), "Normal", "Migrated", f"now running on {target}")
 
     async def _repoint(self, vm: VirtualMachine, target: str) -> None:
         """The label the agents select on follows status.host; the migration annotations go."""
@@ -345,7 +329,7 @@ class MigrationController:
         targets.release(self.ctl.world.cache, vm_key(vm))
         await self._meta(updated, {a: None for a in constants.MIGRATION_ANNOTATIONS})
         await self._finish(m, step.phase or MigrationPhase.FAILED, step.message, now)
-        self.ctl.recorder.emit(vm_ref(vm), "Warning", "MigrationFailed", step.message)
+        self.ctl.recorder.emit(ref_of(vm), "Warning", "MigrationFailed", step.message)
 
     async def _fail(
         self, m: VMMigration, vm: VirtualMachine | None, step: Step, now: dt.datetime
@@ -375,7 +359,7 @@ class MigrationController:
         await self._status(m, body)
         MIGRATIONS.labels(phase.value).inc()
         kind = "Normal" if phase is MigrationPhase.SUCCEEDED else "Warning"
-        self.ctl.recorder.emit(migration_ref(m), kind, f"Migration{phase.value}", message)
+        self.ctl.recorder.emit(ref_of(m), kind, f"Migration{phase.value}", message)
         log.info("migration %s/%s %s: %s", m.metadata.namespace, m.metadata.name, phase, message)
 
     # -- writes ----------------------------------------------------------------------------

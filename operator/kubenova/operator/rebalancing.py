@@ -5,7 +5,6 @@ goes into an event on the VM and a metric. Does I/O."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING
@@ -14,7 +13,8 @@ import prometheus_client
 
 from kubenova.api import constants
 from kubenova.api.vm import VMPhase
-from kubenova.operator import migrations, peakwindows
+from kubenova.kube.events import ref_of
+from kubenova.operator import loops, migrations, peakwindows
 from kubenova.scheduler import rebalance
 from kubenova.scheduler.model import VMRequest
 
@@ -35,14 +35,9 @@ class RebalanceController:
         self.ledger = rebalance.MigrationLedger()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            if not self.ctl.leading():
-                continue
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("re-balance pass failed; retrying")
+        await loops.while_leading(
+            lambda: self.period, self.ctl.leading, self.sync, "re-balance pass"
+        )
 
     async def sync(self) -> list[rebalance.Migration]:
         world = self.ctl.world
@@ -88,6 +83,6 @@ class RebalanceController:
                 PLANNED.labels(name).inc()
                 message = f"{mv.reason}: moving to {mv.target} (VMMigration {m.metadata.name})"
                 log.info("re-balance of pool %s: %s %s", name, mv.vm, message)
-                self.ctl.recorder.emit(migrations.vm_ref(moving), "Normal", "Rebalance", message)
+                self.ctl.recorder.emit(ref_of(moving), "Normal", "Rebalance", message)
                 created.append(mv)
         return created
