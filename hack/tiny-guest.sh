@@ -8,7 +8,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${KUBENOVA_CACHE:-$HOME/.cache/kubenova}
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+pkg=$(kernel_pkg)
+if [[ -z "$pkg" ]]; then  # a machine whose package lists were never fetched
+  apt-get update -qq >/dev/null
+  pkg=$(kernel_pkg)
+fi
 [[ -n "$pkg" ]] || { echo "tiny-guest: linux-image-amd64 names no kernel package" >&2; exit 1; }
 key=$( (cat "$0"; echo "$pkg") | sha256sum | cut -c1-12)
 out="$cache/tiny-guest/$key"
