@@ -31,13 +31,11 @@ import random
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -477,42 +475,16 @@ def main() -> None:
 def start_webhooks(
     folder: Path, plane: cluster.ControlPlane, env: dict[str, str]
 ) -> list[Component]:
-    """The admission server and its quota release loop, registered by URL with a fresh CA.
-    Rate limits are set above what this run sends: it measures throughput, not limiting."""
-    from kubenova.dev import pki
-    from kubenova.webhooks import registration
+    """The admission server and its quota release loop, registered by URL with a fresh CA
+    (`kubenova.dev.webhooks`), with rate limits above what this run sends."""
+    from kubenova.dev import webhooks as dev_webhooks
 
-    ca = pki.CertificateAuthority(folder / "webhook-pki", name="kubenova-bench-webhook-ca")
-    pair = ca.issue("webhook", "kubenova-webhook", hosts=("127.0.0.1", "localhost"))
-    port = cluster.free_port()
-    py = sys.executable
-    limits = ["--namespace-creates=2000/4000", "--cluster-creates=4000/8000",
-              "--namespace-updates=2000/4000", "--cluster-updates=4000/8000"]  # fmt: skip
-    server = Component(
-        "webhooks",
-        [py, "-m", "kubenova.webhooks", "--host=127.0.0.1", f"--port={port}",
-         f"--cert={pair.cert}", f"--key={pair.key}", *limits],
-        folder / "webhooks.log", env,
-    )  # fmt: skip
+    hooks = dev_webhooks.start(folder, plane.kubeconfig)
+    server = Component("webhooks", hooks.server_argv, folder / "webhooks.log", env, hooks.server)
     releaser = Component(
-        "quota-release-loop", [py, "-m", "kubenova.webhooks.quota_controller"],
-        folder / "quota-release.log", env,
+        "quota-release-loop", hooks.releaser_argv, folder / "quota-release.log", env,
+        hooks.releaser,
     )  # fmt: skip
-    server.start()
-    releaser.start()
-    context = ssl.create_default_context(cafile=str(ca.cert_path))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=1,
-                                        context=context):  # fmt: skip
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.exit(f"the webhook did not answer; see {server.log}")
-            time.sleep(0.1)
-    endpoint = registration.Endpoint(ca_bundle=ca.pem, url=f"https://127.0.0.1:{port}")
-    apply_yaml(plane, registration.configurations(endpoint))
     return [server, releaser]
 
 
