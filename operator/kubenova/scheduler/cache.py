@@ -270,18 +270,7 @@ class CapacityCache:
         taken = self._take_gpus(e, vm, gpus)
         if a is not None:
             self._drop(a)
-        a = Allocation(
-            key=vm.key,
-            host=host,
-            size=vm.size,
-            gpus=taken,
-            namespace=vm.namespace,
-            groups=vm.groups,
-            flavor=vm.flavor,
-            pool=vm.pool,
-            assumed=False,
-        )
-        self._add(e, a)
+        a = self._place(e, vm, taken, assumed=False, now=0.0)
         self._make_room(e)
         return a
 
@@ -319,21 +308,7 @@ class CapacityCache:
                 return a
             raise CacheError(f"VM {vm.key} is already placed on host {a.host}")
         e = self._host(host, vm.key)
-        taken = self._take_gpus(e, vm, ())
-        a = Allocation(
-            key=vm.key,
-            host=host,
-            size=vm.size,
-            gpus=taken,
-            namespace=vm.namespace,
-            groups=vm.groups,
-            flavor=vm.flavor,
-            pool=vm.pool,
-            assumed=True,
-            assumed_at=now,
-        )
-        self._add(e, a)
-        return a
+        return self._place(e, vm, self._take_gpus(e, vm, ()), assumed=True, now=now)
 
     def confirm(self, key: str) -> bool:
         """The bind succeeded. Idempotent; False when there is nothing to confirm."""
@@ -390,7 +365,7 @@ class CapacityCache:
             raise CacheError(f"VM {vm.key} is larger than reservation slot {key}")
         e = self.hosts[slot.host]
         self._drop(slot)
-        return self._add_assumed(e, vm, now)
+        return self._place(e, vm, self._take_gpus(e, vm, ()), assumed=True, now=now)
 
     # -- iteration helpers -----------------------------------------------------------------
 
@@ -404,10 +379,12 @@ class CapacityCache:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _add_assumed(self, e: HostEntry, vm: VMRequest, now: float) -> Allocation:
-        taken = self._take_gpus(e, vm, ())
+    def _place(
+        self, e: HostEntry, vm: VMRequest, gpus: tuple[str, ...], *, assumed: bool, now: float
+    ) -> Allocation:
+        """Count `vm` on `e` with the devices already taken for it."""
         a = Allocation(
-            vm.key, e.name, vm.size, taken, vm.namespace, vm.groups, vm.flavor, vm.pool, True, now
+            vm.key, e.name, vm.size, gpus, vm.namespace, vm.groups, vm.flavor, vm.pool, assumed, now
         )
         self._add(e, a)
         return a
