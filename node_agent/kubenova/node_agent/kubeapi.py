@@ -149,19 +149,9 @@ class KubeAPI:
         """Remove the domain-cleanup finalizer, keeping any other, with a resourceVersion
         precondition (re-read and retry on conflict)."""
         for _ in range(5):
-            try:
-                obj = await _call(
-                    self.custom.get_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    namespace,
-                    VM_PLURAL,
-                    name,
-                )
-            except ApiException as e:
-                if e.status == 404:
-                    return
-                raise
+            obj = await self.get_vm(namespace, name)
+            if obj is None:
+                return
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             if constants.VM_FINALIZER not in finalizers:
