@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine, constants
@@ -24,6 +25,12 @@ from kubenova.scheduler.queue import Event as QueueEvent
 from kubenova.scheduler.queue import SchedulingQueue
 
 log = logging.getLogger(__name__)
+
+
+def _placement_view(info: model.HostInfo) -> model.HostInfo:
+    """A host as the filters judge it: without the heartbeat time, which every renewal moves
+    (whether the heartbeat is fresh is `ready`, which stays in)."""
+    return dataclasses.replace(info, heartbeat_at=0.0)
 
 
 def vm_key(vm: VirtualMachine) -> str:
@@ -77,10 +84,13 @@ class World:
         if alloc is not None and not alloc.assumed:
             # It was bound and is not any more (rescheduled after a host failure).
             self.cache.remove_vm(key)
-            self.queue.on_event(QueueEvent.CAPACITY_FREED)
-        if self.schedulable(vm) and key not in self.binding and key not in self.queue:
+            self._capacity_freed(alloc.host)
+        if self.schedulable(vm) and key not in self.binding:
             req = self.request(vm)
-            if req is not None:
+            # A new VM is queued; an edited one (its placement fixed, say) replaces the request
+            # built at push time and is tried again at once. An event that changes nothing the
+            # scheduler reads (our own status write, seen again) leaves the queue alone.
+            if req is not None and req != self.queue.request(key):
                 self.queue.push(req)
 
     def _count_bound(self, key: str, vm: VirtualMachine, host: str) -> None:
@@ -106,8 +116,20 @@ class World:
         self.created_at.pop(key, None)
         self.queue.remove(key)
         self.binding.discard(key)
-        if self.cache.remove_vm(key) is not None:
-            self.queue.on_event(QueueEvent.CAPACITY_FREED)
+        freed = self.cache.remove_vm(key)
+        if freed is not None:
+            self._capacity_freed(freed.host)
+
+    def _capacity_freed(self, host: str) -> None:
+        self._refill_pools_of(host)  # a slot that found no room may find it now
+        self.queue.on_event(QueueEvent.CAPACITY_FREED)
+
+    def _refill_pools_of(self, host: str, also: Iterable[str] = ()) -> None:
+        """Re-check the reservation slots of the host's pools (and of `also`): slots follow
+        hosts that join, leave, fill up or fail, without waiting for a pool event."""
+        entry = self.cache.hosts.get(host)
+        for pool in sorted({*(entry.pools if entry is not None else ()), *also}):
+            self.scheduler.refill_reservations(pool)
 
     @staticmethod
     def schedulable(vm: VirtualMachine) -> bool:
@@ -143,19 +165,32 @@ class World:
     def upsert_host(self, host: Host, now: dt.datetime) -> None:
         name = host.metadata.name
         added = name not in self.hosts
+        entry = self.cache.hosts.get(name)
+        before = _placement_view(entry.info) if entry is not None else None
+        pools_before = list(entry.pools) if entry is not None else []
         self.hosts[name] = host
         self._refresh_host(name, now)
         load = host.status.load
         if load.reported_at is not None:  # the agents' report: load-aware scores, re-balance
             self.cache.report_load(name, load.cpu_percent, load.memory_percent, self.clock())
-        self.queue.on_event(QueueEvent.HOST_ADDED if added else QueueEvent.HOST_CHANGED)
         if added:
+            self._refill_pools_of(name)
+            self.queue.on_event(QueueEvent.HOST_ADDED)
             self.recount_pending()
+        elif before != _placement_view(self.cache.hosts[name].info):
+            # Only what a filter reads wakes parked VMs: a load report, a heartbeat or our own
+            # phase write, seen again, cannot make a VM fit.
+            self._refill_pools_of(name, also=pools_before)
+            self.queue.on_event(QueueEvent.HOST_CHANGED)
 
     def remove_host(self, name: str) -> None:
         self.hosts.pop(name, None)
-        if name in self.cache.hosts:
+        entry = self.cache.hosts.get(name)
+        if entry is not None:
+            pools = list(entry.pools)
             self.cache.remove_host(name)
+            for pool in pools:
+                self.scheduler.refill_reservations(pool)  # its slots are placed again elsewhere
 
     def _refresh_host(self, name: str, now: dt.datetime) -> None:
         """The Lease, not the Host's written phase, says whether a host is ready: the phase is
@@ -191,8 +226,12 @@ class World:
         return self.clock() - (now - lease.renew_time).total_seconds()
 
     def upsert_flavor(self, flavor: Flavor) -> None:
-        self.flavors[flavor.metadata.name] = flavor
-        self.cache.upsert_flavor(adapt.flavor(flavor))
+        name = flavor.metadata.name
+        info = adapt.flavor(flavor)
+        self.flavors[name] = flavor
+        if self.cache.flavors.get(name) == info:
+            return  # a status write (vmCount), seen again: nothing to recount
+        self.cache.upsert_flavor(info)
         self.recount_pending()
 
     def remove_flavor(self, name: str) -> None:
@@ -200,14 +239,22 @@ class World:
         self.cache.remove_flavor(name)
 
     def upsert_pool(self, pool: ResourcePool) -> None:
-        self.pools[pool.metadata.name] = pool
-        self.cache.upsert_pool(adapt.pool(pool))
-        self.scheduler.refill_reservations(pool.metadata.name)
+        name = pool.metadata.name
+        info = adapt.pool(pool)
+        self.pools[name] = pool
+        known = self.cache.pools.get(name)
+        if known is not None and known.info == info:
+            return  # a status write (ours, every status sync), seen again: nothing changed
+        self.cache.upsert_pool(info)
+        self.scheduler.refill_reservations(name)
         self.queue.on_event(QueueEvent.POOL_CHANGED)
 
     def remove_pool(self, name: str) -> None:
         self.pools.pop(name, None)
         self.cache.remove_pool(name)
+        # With the pool gone no flavor is wanted: every slot it held goes back to its host.
+        self.scheduler.refill_reservations(name)
+        self.queue.on_event(QueueEvent.CAPACITY_FREED)
 
     # -- what the leader should write ----------------------------------------------------------
 

@@ -81,6 +81,11 @@ class SchedulingQueue:
             out[e.where] += 1
         return out
 
+    def request(self, key: str) -> VMRequest | None:
+        """The request queued (or in flight) for `key`: what the next attempt places."""
+        e = self._entries.get(key) or self._in_flight.get(key)
+        return e.vm if e is not None else None
+
     def push(self, vm: VMRequest) -> None:
         """A new or changed pending VM: straight to active (a change may make it fit)."""
         old = self._entries.get(vm.key)

@@ -153,3 +153,101 @@ def test_flavor_counts_and_unbound_deleting() -> None:
     assert w.flavor_counts() == {"f": 2}
     assert [v.metadata.name for v in w.unbound_deleting()] == ["b"]
     assert "ns/b" not in w.queue, "a VM being deleted is not scheduled"
+
+
+def _pending(name: str, node_selector: dict[str, str] | None = None) -> VirtualMachine:
+    return VirtualMachine.parse(
+        {
+            "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+            "spec": {
+                "flavor": "f",
+                "pool": "general",
+                "boot": {"image": "x"},
+                "placement": {"nodeSelector": node_selector or {}},
+            },
+            "status": {"phase": "Pending"},
+        }
+    )
+
+
+def _pool(name: str = "general", generation: int = 1, **spec: Any) -> ResourcePool:
+    return ResourcePool.parse(
+        {
+            "kind": "ResourcePool",
+            "metadata": {"name": name, "generation": generation},
+            "spec": {"hostSelector": {"matchLabels": {"class": "general"}}, **spec},
+            "status": {},
+        }
+    )
+
+
+def _park(w: World) -> None:
+    """One scheduling cycle for everything queued, as the operator's loop runs it."""
+    while (req := w.queue.pop()) is not None:
+        result = w.scheduler.schedule(req)
+        reasons = getattr(result, "reasons", None)
+        assert reasons is not None, f"{req.key} was expected not to fit, got {result}"
+        w.queue.unschedulable(req, reasons)
+
+
+def test_an_edit_to_a_pending_vm_replaces_its_queued_request() -> None:
+    w = _world(_host("h1"))
+    w.upsert_vm(_pending("a", {"zone": "nowhere"}))
+    _park(w)
+    assert w.queue.counts()["unschedulable"] == 1
+    w.upsert_vm(_pending("a", {"class": "general"}))  # the user fixes the selector
+    req = w.queue.pop()
+    assert req is not None, "the edit must make the VM active again"
+    assert req.node_selector == (("class", "general"),)
+    assert getattr(w.scheduler.schedule(req), "host", None) == "h1"
+
+
+def test_a_status_echo_of_a_parked_vm_leaves_it_parked() -> None:
+    w = _world(_host("h1"))
+    w.upsert_vm(_pending("a", {"zone": "nowhere"}))
+    _park(w)
+    echo = _pending("a", {"zone": "nowhere"}).model_copy(deep=True)
+    echo.status.reason = "0/1 hosts: 1 node selector"
+    w.upsert_vm(echo)
+    assert w.queue.counts() == {"active": 0, "backoff": 0, "unschedulable": 1}
+
+
+def test_deleting_a_pool_releases_its_reservation_slots() -> None:
+    w = _world(_host("h1", cpus=16, memory="16Gi"))
+    w.upsert_pool(_pool(reservations=[{"flavor": "f", "count": 3}]))
+    assert w.cache.hosts["h1"].free_mem == 4096, "3 slots of 4 GiB held"
+    w.remove_pool("general")
+    assert w.cache.hosts["h1"].free_mem == 16384
+    assert not any(a.slot for a in w.cache.allocations.values())
+
+
+def test_status_only_pool_and_host_events_wake_no_parked_vm() -> None:
+    w = _world(_host("h1"))
+    w.upsert_pool(_pool())
+    for i in range(500):
+        w.upsert_vm(_pending(f"vm-{i}", {"zone": "nowhere"}))
+    _park(w)
+    assert w.queue.counts()["unschedulable"] == 500
+    echo = _pool().model_copy(deep=True)
+    echo.status.hosts = 1  # the operator's own pool status write, seen again
+    w.upsert_pool(echo)
+    assert w.queue.counts()["unschedulable"] == 500, "a status echo woke the parked VMs"
+    assert w.pools["general"].status.hosts == 1, "the latest object is still kept"
+    host = _host("h1").model_copy(deep=True)
+    host.status.phase = HostPhase.READY  # the operator's host phase write, seen again
+    host.status.domains = 3  # the agent's report: nothing a parked VM waits for
+    w.upsert_host(host, NOW)
+    assert w.queue.counts()["unschedulable"] == 500, "a host status echo woke the parked VMs"
+    # A real change still wakes them: the pool's selector (its spec, a new generation).
+    w.upsert_pool(_pool(generation=2, hostSelector={"matchLabels": {"class": "gpu"}}))
+    assert w.queue.counts()["unschedulable"] == 0
+
+
+def test_reservation_slots_follow_a_host_that_joins_without_a_pool_event() -> None:
+    w = _world(_host("h1"))
+    w.upsert_pool(_pool(reservations=[{"flavor": "f", "count": 3}]))
+    assert w.cache.hosts["h1"].free_mem == 0, "2 of 3 slots fit on h1"
+    w.upsert_lease("h2", HostLease(NOW, 40), NOW)
+    w.upsert_host(_host("h2"), NOW)
+    assert w.cache.hosts["h2"].free_mem == 4096, "the third slot lands on the new host"
