@@ -41,6 +41,20 @@ KCM_CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
 )
+# What real kubelets add (node mode): Deployments, DaemonSets and their pods, the endpoints the
+# API server calls webhooks by, PodDisruptionBudgets, and node-lifecycle, which lifts the
+# not-ready taint a kubelet registers its Node with.
+NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "daemonset-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "disruption-controller",
+    "pod-garbage-collector-controller",
+    "node-lifecycle-controller",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -89,13 +103,35 @@ class State:
     pids: dict[str, int]
 
 
+@dataclass(frozen=True)
+class NodeMode:
+    """What a control plane needs for real kubelets (`kubenova-dev node`, off by default):
+    pods get service-account tokens, the API server calls webhooks at the pod IPs of their
+    EndpointSlices (no kube-proxy) and reaches kubelets at their InternalIP (no DNS), the
+    workload controllers run, and a kube-scheduler places the pods."""
+
+    scheduler: Path
+    """The kube-scheduler binary (hack/controlplane/build-node.sh)."""
+    api_port: int | None = None
+    """A fixed API server port: the same port forwarded from outside the node's network
+    namespace, so one kubeconfig works on both sides."""
+
+
 class ControlPlane:
     """One local control plane living in `folder`."""
 
-    def __init__(self, folder: Path, bin_dir: Path, *, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        bin_dir: Path,
+        *,
+        die_with_parent: bool = False,
+        node: NodeMode | None = None,
+    ) -> None:
         self.folder = folder.resolve()
         self.bin_dir = bin_dir
         self.die_with_parent = die_with_parent
+        self.node = node
         self.kubeconfig = self.folder / "admin.kubeconfig"
         self.logs = self.folder / "logs"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -155,6 +191,8 @@ class ControlPlane:
         sa = pki.service_account_keys(certs)
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        if self.node is not None and self.node.api_port:
+            api_port = self.node.api_port
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         server = f"https://127.0.0.1:{api_port}"
 
@@ -226,6 +264,19 @@ class ControlPlane:
                 "--concurrent-namespace-syncs=5",
             ],
         )
+        if self.node is not None:
+            kc = f"--kubeconfig={self.kubeconfig}"
+            self._spawn(
+                "kube-scheduler",
+                [
+                    str(self.node.scheduler),
+                    kc,
+                    kc.replace("--", "--authentication-", 1),
+                    kc.replace("--", "--authorization-", 1),
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                ],
+            )
         state = State(server, etcd_url, self._pids())
         self._write_state(state)
         log(f"applying CRDs from {CRD_DIR}")
@@ -236,6 +287,8 @@ class ControlPlane:
         return state
 
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
+        if self.node is not None:
+            argv = _node_argv(name, argv)
         exe = self.bin_dir / argv[0]
         if not exe.exists():
             raise ControlPlaneError(f"{exe} not found; run hack/controlplane/build.sh")
@@ -337,6 +390,18 @@ class ControlPlane:
         elif self.state_file.exists():
             self.state_file.unlink()
         return stopped
+
+
+def _node_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """The flags of NodeMode, applied to the default ones."""
+    if name == "kube-apiserver":
+        extra = ["--enable-aggregator-routing=true", "--kubelet-preferred-address-types=InternalIP"]
+        dropped = {"--disable-admission-plugins=ServiceAccount", *extra}
+        return [*(a for a in argv if a not in dropped), *extra]
+    if name == "kube-controller-manager":
+        controllers = "--controllers=" + ",".join(KCM_CONTROLLERS + NODE_CONTROLLERS)
+        return [controllers if a.startswith("--controllers=") else a for a in argv]
+    return list(argv)
 
 
 def _alive(pid: int) -> bool:
