@@ -21,7 +21,15 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from kubenova.api import Flavor, Host, InvalidObjectError, ResourcePool, VirtualMachine, constants
+from kubenova.api import (
+    Flavor,
+    Host,
+    InvalidObjectError,
+    ResourcePool,
+    VirtualMachine,
+    constants,
+    lifecycle,
+)
 from kubenova.api.host import HostPhase
 from kubenova.api.meta import Condition, ConditionStatus, Resource, set_condition
 from kubenova.api.vm import VMPhase
@@ -32,7 +40,6 @@ from kubenova.operator import (
     drains,
     fencing,
     hostfailure,
-    lifecycle,
     loops,
     metrics,
     migrations,

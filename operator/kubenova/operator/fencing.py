@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kubenova.api import Host, VirtualMachine, constants
+from kubenova.api import Host, VirtualMachine, constants, lifecycle
 from kubenova.api.vm import VMPhase
-from kubenova.operator import lifecycle
 
 
 class Fence(Protocol):

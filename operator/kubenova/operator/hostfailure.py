@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import prometheus_client
 from kubernetes.client.exceptions import ApiException
 
-from kubenova.api import Host, VirtualMachine, constants
+from kubenova.api import Host, VirtualMachine, constants, lifecycle
 from kubenova.api.host import HostPhase
 from kubenova.kube import client
 from kubenova.kube.events import ref_of
-from kubenova.operator import fencing, lifecycle, loops
+from kubenova.operator import fencing, loops
 from kubenova.operator.world import vm_key
 
 if TYPE_CHECKING:

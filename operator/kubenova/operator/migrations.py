@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import prometheus_client
 from kubernetes.client.exceptions import ApiException
 
-from kubenova.api import VirtualMachine, VMMigration, constants
+from kubenova.api import VirtualMachine, VMMigration, constants, lifecycle
 from kubenova.api.host import HostPhase
 from kubenova.api.migration import MigrationPhase
 from kubenova.kube import client
 from kubenova.kube.events import ref_of
-from kubenova.operator import lifecycle, migration_flow
+from kubenova.operator import migration_flow
 from kubenova.operator.migration_flow import Do, Step
 from kubenova.operator.world import World, vm_key
 from kubenova.scheduler import targets

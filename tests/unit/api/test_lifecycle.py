@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubenova.api import constants
+from kubenova.api import constants, lifecycle
+from kubenova.api.lifecycle import Change, Event, InvalidTransitionError
 from kubenova.api.vm import RunStrategy, VirtualMachineStatus, VMPhase
-from kubenova.operator import lifecycle
-from kubenova.operator.lifecycle import Change, Event, InvalidTransitionError
 
 pytestmark = pytest.mark.unit
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -1,8 +1,9 @@
 """The VM lifecycle as a pure state machine, and the status change each transition makes.
 
-Pure: no kopf, no Kubernetes client, no clock (callers pass `now`). The operator and the node
-agent both change a VM's phase only through `apply()`, so every transition, whoever makes it,
-sets the same conditions and appends one entry to the VM's bounded operation history.
+Pure: no kopf, no Kubernetes client, no clock (callers pass `now`). It lives with the API
+types because both the operator and the node agent change a VM's phase, and only through
+`apply()`: every transition, whoever makes it, sets the same conditions and appends one entry
+to the VM's bounded operation history.
 
     Pending ─Bound─► Scheduled ─DomainStarting─► Starting ─DomainRunning─► Running
     Running ─StopRequested─► Stopping ─DomainStopped─► Stopped ─DomainStarting─► Starting
