@@ -130,7 +130,7 @@ spec:
     ("boot", "priority", "says"),
     [
         (
-            "{image: a.qcow2, kernel: {kernel: /k}}",
+            "{image: a.qcow2, kernel: {name: k}}",
             1,
             'spec.boot: Invalid value: "object": set exactly one of image or kernel',
         ),

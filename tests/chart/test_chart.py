@@ -327,6 +327,8 @@ def test_each_component_may_do_only_what_it_needs(
         ("agent", "patch", "flavors.kubenova.io", "", "", False),
         ("agent", "create", "leases.coordination.k8s.io", "", "default", False),
         ("agent", "list", "secrets", "", "", False),
+        ("agent", "watch", "secrets", "", "", False),
+        ("agent", "get", "secrets", "", "", True),
         ("webhooks", "update", "vmquotas.kubenova.io", "status", "", True),
         ("webhooks", "list", "flavors.kubenova.io", "", "", True),
         ("webhooks", "patch", "hosts.kubenova.io", "", "", False),

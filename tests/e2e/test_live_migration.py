@@ -21,7 +21,7 @@ import pytest
 
 from kubenova.api import constants
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.libvirt import Agents, unique_host
+from tests.fixtures.libvirt import TINY_KERNEL, Agents, unique_host
 from tests.fixtures.libvirt_pair import PairHost
 from tests.fixtures.operator import Operators
 
@@ -77,7 +77,6 @@ def running_copies(pair: tuple[PairHost, PairHost], domain: str) -> int:
 def setup_cluster(
     cluster: LocalCluster,
     namespace: str,
-    tiny_guest: Path,
     vms: tuple[tuple[str, str], ...] = (("tiny", "LiveMigrate"),),
 ) -> None:
     flavor = f"tiny-{namespace}"
@@ -89,33 +88,30 @@ def setup_cluster(
          "spec": {"hostSelector": {"matchLabels": {"test": namespace}}}},
     ]  # fmt: skip
     for name, strategy in vms:
-        docs.append(tiny_vm(name, namespace, flavor, tiny_guest, strategy))
+        docs.append(tiny_vm(name, namespace, flavor, strategy))
     for d in docs:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(d))
 
 
-def tiny_vm(name: str, namespace: str, flavor: str, guest: Path, strategy: str) -> dict[str, Any]:
+def tiny_vm(name: str, namespace: str, flavor: str, strategy: str) -> dict[str, Any]:
     return {
         "apiVersion": constants.API_VERSION, "kind": "VirtualMachine",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "flavor": flavor, "pool": f"pool-{namespace}", "evictionStrategy": strategy,
             "terminationGracePeriodSeconds": 20,
-            "boot": {"kernel": {
-                "kernel": str(guest / "vmlinuz"), "initrd": str(guest / "initrd.img"),
-                "cmdline": "console=ttyS0 quiet panic=-1",
-            }},
+            "boot": {"kernel": {"name": TINY_KERNEL, "cmdline": "console=ttyS0 quiet panic=-1"}},
         },
     }  # fmt: skip
 
 
 def start_agent(
-    agents: Agents, host: str, lv: PairHost, namespace: str, state: Path, **env: str
+    agents: Agents, host: str, lv: PairHost, namespace: str, state: Path, store: Path, **env: str
 ) -> None:
     # Each host its own state folder, as on separate machines (a domain keeps the paths it
     # was started with, so a migrated guest's console log stays in the source's folder).
     agents.start(
-        host, lv.uri, KUBENOVA_STATE_DIR=str(state / host),
+        host, lv.uri, KUBENOVA_STATE_DIR=str(state / host), KUBENOVA_IMAGE_DIR=str(store),
         KUBENOVA_HOST_LABELS=f"test={namespace}", KUBENOVA_ORPHAN_GRACE_SECONDS="300",
         **lv.agent_env(), **env,
     )  # fmt: skip
@@ -127,7 +123,7 @@ def test_a_vmmigration_moves_a_running_guest_live_between_two_libvirt_hosts(
     operators: Operators,
     agents: Agents,
     libvirt_pair: tuple[PairHost, PairHost],
-    tiny_guest: Path,
+    tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
     lv_a, lv_b = libvirt_pair
@@ -136,11 +132,11 @@ def test_a_vmmigration_moves_a_running_guest_live_between_two_libvirt_hosts(
     domain = f"{namespace}_tiny"
     serial = state / host_a / domain / "serial.log"
     operators.start("op-1")
-    start_agent(agents, host_a, lv_a, namespace, state)
-    setup_cluster(test_cluster, namespace, tiny_guest)
+    start_agent(agents, host_a, lv_a, namespace, state, tiny_image_store)
+    setup_cluster(test_cluster, namespace)
     wait_for("tiny Running on the source", lambda: at(test_cluster, namespace, host_a), 90)
     wait_for("the guest ticking", lambda: len(ticks(serial)) >= 2, 90, interval=0.2)
-    start_agent(agents, host_b, lv_b, namespace, state)
+    start_agent(agents, host_b, lv_b, namespace, state, tiny_image_store)
     wait_for("the target reports its migration URI", lambda: (
         (h := get(test_cluster, "hosts.kubenova.io", host_b, namespace))
         and h.get("status", {}).get("phase") == "Ready"
@@ -192,7 +188,7 @@ def test_a_killed_agents_vm_runs_elsewhere_exactly_once_after_fencing(
     operators: Operators,
     agents: Agents,
     libvirt_pair: tuple[PairHost, PairHost],
-    tiny_guest: Path,
+    tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
     lv_a, lv_b = libvirt_pair
@@ -200,10 +196,12 @@ def test_a_killed_agents_vm_runs_elsewhere_exactly_once_after_fencing(
     state = tmp_path / "domains"
     domain = f"{namespace}_tiny"
     operators.start("op-1", "--host-failure-grace", "2")
-    start_agent(agents, host_a, lv_a, namespace, state, KUBENOVA_LEASE_SECONDS="6")
-    setup_cluster(test_cluster, namespace, tiny_guest)
+    start_agent(
+        agents, host_a, lv_a, namespace, state, tiny_image_store, KUBENOVA_LEASE_SECONDS="6"
+    )
+    setup_cluster(test_cluster, namespace)
     wait_for("tiny Running on the first host", lambda: at(test_cluster, namespace, host_a), 90)
-    start_agent(agents, host_b, lv_b, namespace, state)
+    start_agent(agents, host_b, lv_b, namespace, state, tiny_image_store)
     wait_for("the spare host Ready", lambda: (
         (h := get(test_cluster, "hosts.kubenova.io", host_b, namespace))
         and h.get("status", {}).get("phase") == "Ready"
@@ -233,7 +231,7 @@ def test_a_killed_agents_vm_runs_elsewhere_exactly_once_after_fencing(
     assert domains(lv_a).get(domain) == libvirt.VIR_DOMAIN_PAUSED
 
     # The host comes back: its agent removes its copy at once (not after the orphan grace).
-    start_agent(agents, host_a, lv_a, namespace, state)
+    start_agent(agents, host_a, lv_a, namespace, state, tiny_image_store)
     t2 = time.monotonic()
     wait_for("the old copy removed", lambda: domain not in domains(lv_a), 30)
     removed_after = time.monotonic() - t2
@@ -267,23 +265,21 @@ def test_kubectl_vm_drain_moves_each_guest_by_its_eviction_strategy(
     operators: Operators,
     agents: Agents,
     libvirt_pair: tuple[PairHost, PairHost],
-    tiny_guest: Path,
+    tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
     lv_a, lv_b = libvirt_pair
     host_a, host_b = unique_host("drain"), unique_host("keep")
     state = tmp_path / "domains"
     operators.start("op-1")
-    start_agent(agents, host_a, lv_a, namespace, state)
-    setup_cluster(
-        test_cluster, namespace, tiny_guest, (("live", "LiveMigrate"), ("shut", "Shutdown"))
-    )
+    start_agent(agents, host_a, lv_a, namespace, state, tiny_image_store)
+    setup_cluster(test_cluster, namespace, (("live", "LiveMigrate"), ("shut", "Shutdown")))
     for vm in ("live", "shut"):
         wait_for(f"{vm} Running", functools.partial(at, test_cluster, namespace, host_a, vm=vm), 90)
     logs = {vm: state / host_a / f"{namespace}_{vm}" / "serial.log" for vm in ("live", "shut")}
     for vm, log in logs.items():
         wait_for(f"{vm} ticking", functools.partial(ticking, log), 90)
-    start_agent(agents, host_b, lv_b, namespace, state)
+    start_agent(agents, host_b, lv_b, namespace, state, tiny_image_store)
     wait_for("the other host Ready", lambda: (
         (h := get(test_cluster, "hosts.kubenova.io", host_b, namespace))
         and h.get("status", {}).get("phase") == "Ready"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.bind import bind, phase, vm
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.libvirt import Agents, unique_host
+from tests.fixtures.libvirt import TINY_KERNEL, Agents, unique_host
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 
@@ -26,7 +26,7 @@ def test_a_tiny_guest_boots_stops_and_is_deleted_through_the_agent(
     namespace: str,
     agents: Agents,
     libvirtd: str,
-    tiny_guest: Path,
+    tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
     host = unique_host("qemu")
@@ -42,16 +42,13 @@ def test_a_tiny_guest_boots_stops_and_is_deleted_through_the_agent(
         "spec": {
             "flavor": flavor,
             "terminationGracePeriodSeconds": 30,
-            "boot": {"kernel": {
-                "kernel": str(tiny_guest / "vmlinuz"),
-                "initrd": str(tiny_guest / "initrd.img"),
-                "cmdline": "console=ttyS0 quiet panic=-1",
-            }},
+            "boot": {"kernel": {"name": TINY_KERNEL, "cmdline": "console=ttyS0 quiet panic=-1"}},
         },
     }))  # fmt: skip
     agents.start(
         host, "qemu:///system",
         KUBENOVA_DOMAIN_TYPE="qemu", KUBENOVA_STORAGE="files", KUBENOVA_STATE_DIR=str(state),
+        KUBENOVA_IMAGE_DIR=str(tiny_image_store),
     )  # fmt: skip
     t0 = time.monotonic()
     bind(test_cluster, namespace, "tiny", host)

@@ -18,6 +18,7 @@ from kubenova.api.meta import (
     Resource,
 )
 from kubenova.api.quantity import Quantity
+from kubenova.api.text import NetworkName
 
 
 class PlacementPolicy(StrEnum):
@@ -106,6 +107,11 @@ class ResourcePoolSpec(Model):
     """Room kept free for popular flavors; other flavors cannot use it."""
     rebalance: Rebalance = Field(default_factory=Rebalance)
     """Re-balance settings."""
+    networks: list[NetworkName] = Field(
+        default_factory=list, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The host networks (libvirt networks or bridges) this pool's VMs may attach to; a VM
+    naming any other is refused. Empty: its VMs may have no network interface."""
 
 
 class PoolResources(Model):

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 from kubenova.api import constants
 from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource, cel
 from kubenova.api.quantity import Quantity
+from kubenova.api.text import NetworkName, PlainName, SingleLine
 
 _IMMUTABLE = cel("self == oldSelf", "is immutable; create a new VM instead")
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -53,18 +54,19 @@ class VMPhase(StrEnum):
 
 
 class KernelBoot(Model):
-    """Boot a kernel and initramfs directly (small appliances, tests)."""
+    """Boot a kernel and initramfs directly (small appliances, tests). The pair is one an
+    administrator put in every host's image store, as `kernels/<name>/vmlinuz` and
+    `kernels/<name>/initrd`: a tenant names it and never gives a host path."""
 
-    kernel: str = Field(min_length=1, max_length=4096)
-    """Path of the kernel on the host."""
-    initrd: str | None = Field(default=None, max_length=4096)
-    """Path of the initramfs on the host."""
-    cmdline: str = Field(default="console=ttyS0", max_length=4096)
-    """Kernel command line."""
+    name: PlainName
+    """The kernel/initrd pair in the hosts' image store, e.g. tiny-guest."""
+    cmdline: SingleLine = Field(default="console=ttyS0", max_length=4096)
+    """Kernel command line (one line, no control characters)."""
 
 
 class BootSource(Model):
-    """Where the VM boots from: a base image (copied on write) or a kernel."""
+    """Where the VM boots from: a base image (copied on write) or a kernel, each by the name an
+    administrator made it available under in the hosts' image store."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -72,10 +74,11 @@ class BootSource(Model):
         )
     )
 
-    image: str | None = Field(default=None, min_length=1, max_length=4096)
-    """Base image (qcow2) on the host's image store; the VM gets a qcow2 overlay on it."""
+    image: PlainName | None = None
+    """Base image (qcow2) in the hosts' image store, by name (e.g. debian-12.qcow2), never a
+    path; the VM gets a qcow2 overlay on it."""
     kernel: KernelBoot | None = None
-    """Direct kernel boot."""
+    """Direct kernel boot from a named kernel/initrd pair."""
 
 
 class GroupRule(Model):
@@ -116,24 +119,55 @@ class Placement(Model):
 
 
 class NetworkInterface(Model):
-    """One network interface of the guest."""
+    """One network interface of the guest. kubenova gives it a MAC address (stable for the VM,
+    derived from its uid) and libvirt's clean-traffic filter, so a guest cannot spoof another's
+    MAC, IP or ARP."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            "!has(self.macAddress)",
+            "macAddress cannot be set: kubenova assigns each interface a stable MAC address; "
+            "remove the field",
+        )
+    )
 
     name: str = Field(min_length=1, max_length=15, pattern=_DNS_LABEL)
     """Interface name, unique in the VM."""
-    network: str = Field(default="default", min_length=1, max_length=253)
-    """The libvirt network (or host bridge) to attach to."""
-    mac_address: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-    """Fixed MAC address; generated when unset."""
+    network: NetworkName = "default"
+    """The host network (libvirt network or bridge) to attach to; it must be one the VM's
+    ResourcePool lists in spec.networks."""
+    mac_address: str | None = Field(
+        default=None, max_length=17, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
+    )
+    """Not accepted (refused by the API server; ignored by the agent in objects stored before):
+    kubenova assigns MAC addresses."""
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
     """The emulated NIC model."""
+
+
+class SecretRef(Model):
+    """A Secret in the VM's own namespace."""
+
+    name: PlainName
+    """The Secret's name."""
 
 
 class CloudInit(Model):
     """cloud-init NoCloud data given to the guest on first boot."""
 
-    user_data: str | None = Field(default=None, max_length=65536)
-    """#cloud-config or a script."""
-    network_data: str | None = Field(default=None, max_length=65536)
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            "!(has(self.userData) && has(self.userDataSecretRef))",
+            "set at most one of userData and userDataSecretRef",
+        )
+    )
+
+    user_data: str | None = Field(default=None, max_length=32768)
+    """#cloud-config or a script, inline (readable by anyone who may read the VM)."""
+    user_data_secret_ref: SecretRef | None = None
+    """A Secret in the VM's namespace whose key `userdata` (or `userData`) holds the user data,
+    as KubeVirt's userDataSecretRef: only the VM's host agent reads it."""
+    network_data: str | None = Field(default=None, max_length=8192)
     """Network configuration, version 1 or 2."""
 
 

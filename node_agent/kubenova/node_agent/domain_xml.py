@@ -3,11 +3,17 @@ and never pass through a string template. Pure.
 
 `plan()` turns a VirtualMachine (with its size and the host's settings) into a `DomainSpec`;
 `build()` writes the XML; `read_owner()` finds which VM a domain belongs to from its metadata.
+
+What a tenant writes never becomes a host path: boot sources are names looked up in the
+administrator's image store (`storage.prepare` then checks that their real paths stay in it),
+MAC addresses are derived from the VM's uid, every interface carries libvirt's clean-traffic
+filter, and `build()` refuses text XML cannot carry rather than write ill-formed XML.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -15,6 +21,7 @@ from pathlib import PurePosixPath
 
 from kubenova.api import constants
 from kubenova.api.flavor import FlavorSpec, HugePageSize
+from kubenova.api.text import is_plain_name
 from kubenova.api.vm import VirtualMachine, VMResources
 from kubenova.node_agent.hypervisor import Owner
 
@@ -25,6 +32,18 @@ RESTART_NS = "https://kubenova.io/xmlns/restart/1"
 OWNER_PREFIX = "kubenova"
 RESTART_PREFIX = "kubenova-restart"
 
+KERNELS = "kernels"
+"""The image store's folder of kernel/initrd pairs: `kernels/<name>/vmlinuz` and `.../initrd`."""
+KERNEL_FILE = "vmlinuz"
+INITRD_FILE = "initrd"
+TRAFFIC_FILTER = "clean-traffic"
+"""libvirt's stock nwfilter: no MAC, IP or ARP spoofing, no other layer-2 traffic."""
+MAC_PREFIX = "02"
+"""First octet of the MACs kubenova assigns: locally administered, unicast (IEEE 802)."""
+
+# Characters XML 1.0 cannot carry at all (everything but tab, LF, CR below U+0020; the two
+# non-characters; surrogates, which a Python string can hold but UTF-8 cannot).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _PCI = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 _HUGE_PAGE_KIB = {HugePageSize.SIZE_2MI: 2048, HugePageSize.SIZE_1GI: 1048576}
 
@@ -39,14 +58,29 @@ class DomainSettings:
     state_dir: str = "/var/lib/kubenova/domains"
     """Per-domain folders: disk overlay, cloud-init seed, serial log."""
     image_dir: str = "/var/lib/kubenova/images"
-    """Where relative base-image names are found."""
+    """The administrator's image store: base images by name, kernel/initrd pairs in
+    `kernels/<name>/`. Tenants name what is in it; nothing outside it is ever used."""
+
+
+class DomainXMLError(ValueError):
+    """The VM cannot become a domain on this host; the message names the field and what to do."""
 
 
 @dataclass(frozen=True)
 class KernelBoot:
     kernel: str
-    initrd: str | None
+    initrd: str
     cmdline: str
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """A file a VM names that must be in the image store (its real path included)."""
+
+    field: str
+    """The VM field that named it, for the error message."""
+    name: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -64,7 +98,8 @@ class Disk:
 class Nic:
     network: str
     model: str
-    mac: str | None = None
+    mac: str
+    traffic_filter: str | None = TRAFFIC_FILTER
 
 
 @dataclass(frozen=True)
@@ -72,11 +107,16 @@ class Storage:
     """Files the agent prepares on the host before defining the domain."""
 
     folder: str
+    store: str = ""
+    """The image store every `boot_files` entry must resolve into."""
+    boot_files: tuple[StoreFile, ...] = ()
+    """Base image, or kernel and initrd: checked before anything is created or defined."""
     overlay: str | None = None
     base_image: str | None = None
     disk_bytes: int = 0
     seed: str | None = None
-    user_data: str | None = None
+    user_data: str | bytes | None = dataclasses.field(default=None, repr=False)
+    """Never in a repr, so never in a log line by accident (it may come from a Secret)."""
     network_data: str | None = None
     instance_id: str = ""
     hostname: str = ""
@@ -109,41 +149,77 @@ def domain_name(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
+def mac_address(uid: str, interface: str) -> str:
+    """The MAC of a VM's interface: stable for the VM (its uid) wherever and however often it
+    is defined, different per interface, locally administered; 40 bits from a hash."""
+    digest = hashlib.sha256(f"{uid}/{interface}".encode()).digest()
+    return ":".join([MAC_PREFIX, *(f"{b:02x}" for b in digest[:5])])
+
+
+def store_file(store: str, field: str, name: str, *parts: str) -> StoreFile:
+    """Where a named boot source lives in the image store; a name that is not plain (a path,
+    '..') is refused here, before any file is looked at."""
+    if not is_plain_name(name):
+        raise DomainXMLError(
+            f"{field}: {name!r} is not a plain name; name an image an administrator put in "
+            "the image store (lower-case letters, digits, '-', '.'), never a path"
+        )
+    return StoreFile(field, name, str(PurePosixPath(store, *parts, name)))
+
+
 def plan(
     vm: VirtualMachine,
     size: VMResources,
     settings: DomainSettings,
     flavor: FlavorSpec | None = None,
+    user_data: str | bytes | None = None,
 ) -> tuple[DomainSpec, Storage]:
-    """The domain and the files a VM needs on this host."""
+    """The domain and the files a VM needs on this host. `user_data` is what
+    `spec.cloudInit.userDataSecretRef` names, read by the caller (else the inline userData)."""
     meta = vm.metadata
     namespace = meta.namespace or "default"
     name = domain_name(namespace, meta.name)
     folder = str(PurePosixPath(settings.state_dir) / name)
     owner = Owner(namespace=namespace, name=meta.name, uid=meta.uid or "")
     disks: list[Disk] = []
-    storage = Storage(folder=folder, instance_id=meta.uid or name, hostname=meta.name)
+    store = settings.image_dir
+    storage = Storage(folder=folder, store=store, instance_id=meta.uid or name, hostname=meta.name)
     boot = vm.spec.boot
     kernel = None
     if boot.kernel is not None:
-        kernel = KernelBoot(boot.kernel.kernel, boot.kernel.initrd, boot.kernel.cmdline)
+        field = "spec.boot.kernel.name"
+        vmlinuz = store_file(store, field, boot.kernel.name, KERNELS)
+        vmlinuz = dataclasses.replace(vmlinuz, path=f"{vmlinuz.path}/{KERNEL_FILE}")
+        initrd = dataclasses.replace(
+            vmlinuz, path=str(PurePosixPath(vmlinuz.path).with_name(INITRD_FILE))
+        )
+        kernel = KernelBoot(vmlinuz.path, initrd.path, boot.kernel.cmdline)
+        storage = dataclasses.replace(storage, boot_files=(vmlinuz, initrd))
     if boot.image is not None:
-        base = PurePosixPath(settings.image_dir) / boot.image  # an absolute image stays as is
+        base = store_file(store, "spec.boot.image", boot.image)
         overlay = f"{folder}/root.qcow2"
         disks.append(Disk(path=overlay, target="vda"))
         storage = dataclasses.replace(
-            storage, overlay=overlay, base_image=str(base), disk_bytes=size.disk.to_int()
+            storage,
+            boot_files=(base,),
+            overlay=overlay,
+            base_image=base.path,
+            disk_bytes=size.disk.to_int(),
         )
     ci = vm.spec.cloud_init
-    if ci is not None and (ci.user_data or ci.network_data):
+    if user_data is None and ci is not None:
+        user_data = ci.user_data
+    if ci is not None and (user_data or ci.network_data):
         seed = f"{folder}/seed.iso"
         disks.append(
             Disk(path=seed, target="hdc", device="cdrom", format="raw", bus="ide", readonly=True)
         )
         storage = dataclasses.replace(
-            storage, seed=seed, user_data=ci.user_data or "", network_data=ci.network_data
+            storage, seed=seed, user_data=user_data or "", network_data=ci.network_data
         )
-    nics = tuple(Nic(n.network, n.model, n.mac_address) for n in vm.spec.networks)
+    # A MAC the user set (only in objects stored before the schema refused it) is ignored.
+    uid = meta.uid or name
+    nics = tuple(Nic(n.network, n.model, mac_address(uid, n.name)) for n in vm.spec.networks)
     huge = _HUGE_PAGE_KIB[flavor.huge_pages] if flavor and flavor.huge_pages else None
     spec = DomainSpec(
         name=name,
@@ -164,16 +240,43 @@ def plan(
     return spec, storage
 
 
+def _xml_safe(value: str, where: str) -> str:
+    m = _NOT_XML.search(value)
+    if m is not None:
+        raise DomainXMLError(
+            f"{where}: {value[:64]!r} contains U+{ord(m.group()):04X}, which XML cannot carry; "
+            "remove it"
+        )
+    return value
+
+
+def _user_text(spec: DomainSpec) -> list[tuple[str, str | None]]:
+    """The free text a VM's user controls, by the field it came from."""
+    cmdline = spec.kernel.cmdline if spec.kernel else None
+    return [
+        ("spec.boot.kernel.cmdline", cmdline),
+        (f"metadata.annotations[{constants.ANNOTATION_TRACE_ID}]", spec.trace_id),
+        (f"metadata.annotations[{constants.ANNOTATION_RESTART_REQUESTED}]", spec.restart_token),
+    ]
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    # The last guard: whatever reaches the tree is text XML can carry, so the output parses.
+    for key, value in attrs.items():
+        _xml_safe(value, f"domain XML <{_local(tag)} {key}>")
     el = ET.SubElement(parent, tag, attrs)
     if text is not None:
-        el.text = text
+        el.text = _xml_safe(text, f"domain XML <{_local(tag)}>")
     return el
 
 
 def build(spec: DomainSpec) -> str:
-    """The domain XML for `spec`."""
-    dom = ET.Element("domain", {"type": spec.domain_type})
+    """The domain XML for `spec`; `DomainXMLError` (naming the field) for text XML cannot
+    carry, never ill-formed XML."""
+    for field, value in _user_text(spec):
+        if value is not None:
+            _xml_safe(value, field)
+    dom = ET.Element("domain", {"type": _xml_safe(spec.domain_type, "domain type")})
     _sub(dom, "name", spec.name)
     if spec.uuid:
         _sub(dom, "uuid", spec.uuid)
@@ -187,8 +290,7 @@ def build(spec: DomainSpec) -> str:
     _sub(os_el, "type", "hvm")
     if spec.kernel is not None:
         _sub(os_el, "kernel", spec.kernel.kernel)
-        if spec.kernel.initrd:
-            _sub(os_el, "initrd", spec.kernel.initrd)
+        _sub(os_el, "initrd", spec.kernel.initrd)
         _sub(os_el, "cmdline", spec.kernel.cmdline)
     else:
         _sub(os_el, "boot", dev="hd")
@@ -202,11 +304,7 @@ def build(spec: DomainSpec) -> str:
     for disk in spec.disks:
         _disk(devices, disk)
     for nic in spec.nics:
-        iface = _sub(devices, "interface", type="network")
-        if nic.mac:
-            _sub(iface, "mac", address=nic.mac.lower())
-        _sub(iface, "source", network=nic.network)
-        _sub(iface, "model", type=nic.model)
+        _interface(devices, nic)
     for address in spec.gpus:
         _hostdev(devices, address)
     if spec.serial_log:
@@ -234,9 +332,22 @@ def _metadata(parent: ET.Element, spec: DomainSpec) -> None:
 
 def restart_element(token: str) -> str:
     """The metadata element recording that the domain was restarted for `token`."""
+    _xml_safe(token, f"metadata.annotations[{constants.ANNOTATION_RESTART_REQUESTED}]")
     el = ET.Element("restart")
     _sub(el, "token", token)
     return ET.tostring(el, encoding="unicode")
+
+
+def _interface(devices: ET.Element, nic: Nic) -> None:
+    iface = _sub(devices, "interface", type="network")
+    _sub(iface, "mac", address=nic.mac.lower())
+    _sub(iface, "source", network=nic.network)
+    _sub(iface, "model", type=nic.model)
+    if nic.traffic_filter:
+        # The guest's IP is learnt from the DHCP exchange only (libvirt snoops it), never from
+        # whatever source address the guest sends first: kubenova does not assign IPs itself.
+        ref = _sub(iface, "filterref", filter=nic.traffic_filter)
+        _sub(ref, "parameter", name="CTRL_IP_LEARNING", value="dhcp")
 
 
 def _disk(devices: ET.Element, disk: Disk) -> None:

@@ -8,6 +8,7 @@ stream runs in a daemon thread and hands each event to the asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import logging
@@ -201,6 +202,17 @@ class KubeAPI:
         flavor = Flavor.parse(raw)
         self._flavors[name] = flavor
         return flavor
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded (None: it does not exist). Callers must keep the values out
+        of logs, events and statuses: they may be credentials."""
+        try:
+            secret: Any = await client.call(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     # -- the Host -------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from kubenova.node_agent.kubeapi import KubeAPI, RawObject
 
 log = logging.getLogger(__name__)
 
+USER_DATA_KEYS = ("userdata", "userData")
+"""Keys of a userDataSecretRef Secret that hold the user data, as KubeVirt reads them."""
 _OPERATOR_PHASES = (VMPhase.PENDING, VMPhase.MIGRATING)
 """Phases in which the VM is the operator's business, not the agent's."""
 
@@ -107,7 +109,11 @@ class Reconciler:
         match action:
             case Action.DEFINE:
                 spec, files = domain_xml.plan(
-                    vm, await self._size(vm), self.cfg.domains, await self._flavor_spec(vm)
+                    vm,
+                    await self._size(vm),
+                    self.cfg.domains,
+                    await self._flavor_spec(vm),
+                    await self._secret_user_data(vm),
                 )
                 if self.cfg.manage_storage:
                     await storage.prepare(files)
@@ -143,6 +149,29 @@ class Reconciler:
         f = flavor.spec
         gpus: dict[str, int] = {g.model: g.count for g in f.gpus}
         return VMResources(vcpus=f.vcpus, memory=f.memory, disk=f.disk, gpus=gpus)
+
+    async def _secret_user_data(self, vm: VirtualMachine) -> bytes | None:
+        """The user data `spec.cloudInit.userDataSecretRef` names (KubeVirt's keys), from the
+        VM's own namespace; None when the VM names no Secret. Errors name the Secret and the
+        keys, never a value."""
+        ref = vm.spec.cloud_init.user_data_secret_ref if vm.spec.cloud_init else None
+        if ref is None:
+            return None
+        ns = vm.metadata.namespace or ""
+        where = f"VM {ns}/{vm.metadata.name}: spec.cloudInit.userDataSecretRef"
+        data = await self.kube.secret_data(ns, ref.name)
+        if data is None:
+            raise ReconcileError(
+                f"{where}: Secret {ref.name!r} does not exist in namespace {ns}; create it "
+                f"with the user data under the key {USER_DATA_KEYS[0]}"
+            )
+        for key in USER_DATA_KEYS:
+            if key in data:
+                return data[key]
+        raise ReconcileError(
+            f"{where}: Secret {ref.name!r} has no key {' or '.join(USER_DATA_KEYS)}; "
+            f"put the user data under {USER_DATA_KEYS[0]}"
+        )
 
     async def _flavor_spec(self, vm: VirtualMachine) -> FlavorSpec | None:
         flavor = await self.kube.flavor(vm.spec.flavor)

@@ -1,18 +1,28 @@
 """A domain's files on the host: its folder, the qcow2 overlay on a base image (`qemu-img`),
-the cloud-init NoCloud seed (an ISO labelled `cidata`), the serial log. Does I/O."""
+the cloud-init NoCloud seed (an ISO labelled `cidata`), the serial log. Does I/O.
+
+Before anything is created, every file the VM named (base image, kernel, initrd) must resolve,
+symlinks followed, to a regular file inside the image store: the names were checked to be
+plain, and this is the second line. A guest's files are its owner's only: the folder is not
+listable by others (0711: qemu, which may run as another user, still reaches its files) and the
+overlay and the seed, which may carry a Secret's user data, are 0600.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from kubenova.node_agent.domain_xml import Storage
+from kubenova.node_agent.domain_xml import Storage, StoreFile
 
 SEED_TOOLS = ("genisoimage", "mkisofs", "xorrisofs")
+FOLDER_MODE = 0o711
+FILE_MODE = 0o600
 
 
 class StorageError(RuntimeError):
@@ -28,11 +38,38 @@ async def _run(*argv: str) -> None:
         raise StorageError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
 
 
+def check_in_store(file: StoreFile, store: str) -> Path:
+    """The real path of a file a VM named, which must be a regular file inside the image store
+    (`StorageError` naming the field otherwise)."""
+    root = Path(store).resolve()
+    real = Path(file.path).resolve()
+    if root not in real.parents:
+        raise StorageError(
+            f"{file.field} {file.name!r}: {file.path} resolves to {real}, outside the image "
+            f"store {root}; kubenova uses no file outside it (an admin must fix the link)"
+        )
+    if not real.is_file():
+        raise StorageError(
+            f"{file.field} {file.name!r}: {file.path} is not in the image store of this host; "
+            "name an image an administrator made available, or ask one to add it"
+        )
+    return real
+
+
+def _private(path: str | Path, mode: int = FILE_MODE) -> None:
+    """Create `path` empty with `mode` (so no other user can open it even for a moment)."""
+    os.close(os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, mode))
+    Path(path).chmod(mode)  # O_CREAT's mode passes through the umask
+
+
 async def prepare(plan: Storage) -> None:
     """Create what `plan` needs; files already there are kept (a restarted agent must not
-    wipe a guest's disk)."""
+    wipe a guest's disk). Nothing is created when a named file is not in the image store."""
+    for file in plan.boot_files:
+        check_in_store(file, plan.store)
     folder = Path(plan.folder)
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(FOLDER_MODE)
     if plan.overlay and not Path(plan.overlay).exists():
         base = Path(plan.base_image or "")
         if not base.is_file():
@@ -42,10 +79,12 @@ async def prepare(plan: Storage) -> None:
             )
         partial = f"{plan.overlay}.partial"
         size = [str(plan.disk_bytes)] if plan.disk_bytes else []
+        _private(partial)
         await _run(
             "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), partial,
             *size,
         )  # fmt: skip
+        Path(partial).chmod(FILE_MODE)
         Path(partial).rename(plan.overlay)
     if plan.seed and not Path(plan.seed).exists():
         await _seed(plan)
@@ -62,11 +101,14 @@ async def _seed(plan: Storage) -> None:
         src = Path(tmp)
         meta = {"instance-id": plan.instance_id, "local-hostname": plan.hostname}
         (src / "meta-data").write_text(yaml.safe_dump(meta))
-        (src / "user-data").write_text(plan.user_data or "")
+        data = plan.user_data or ""
+        (src / "user-data").write_bytes(data.encode() if isinstance(data, str) else data)
         if plan.network_data:
             (src / "network-config").write_text(plan.network_data)
         partial = f"{plan.seed}.partial"
+        _private(partial)
         await _run(tool, "-quiet", "-output", partial, "-volid", "cidata", "-joliet", "-rock", tmp)
+        Path(partial).chmod(FILE_MODE)
         Path(partial).rename(str(plan.seed))
 
 

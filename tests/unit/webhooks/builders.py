@@ -60,6 +60,7 @@ def make_pool(
     namespaces: list[str] | None = None,
     selector: dict[str, Any] | None = None,
     reservations: list[dict[str, Any]] | None = None,
+    networks: list[str] | None = None,
 ) -> ResourcePool:
     return ResourcePool.parse(
         {
@@ -69,6 +70,7 @@ def make_pool(
                 "namespaces": namespaces or [],
                 "hostSelector": selector or {},
                 "reservations": reservations or [],
+                "networks": networks or [],
             },
         }
     )

@@ -188,3 +188,58 @@ def test_the_message_names_the_object_and_every_problem() -> None:
     assert rules.message("VirtualMachine ns/x", problems) == (
         "VirtualMachine ns/x: spec.a: is wrong; spec.b: too"
     )
+
+
+class TestHostInputs:
+    """Networks a pool allows; annotations the domain XML carries (tests/security has the same
+    through the API server)."""
+
+    def test_networks_the_pool_lists_pass(self) -> None:
+        pool = make_pool(networks=["default", "storage"])
+        vm = make_vm(pool="general", networks=[{"name": "a"}, {"name": "b", "network": "storage"}])
+        assert rules.host_inputs(vm, pool) == []
+        assert rules.vm_create(vm, make_flavor(), pool, ["small"], ["general"]) == []
+
+    def test_a_network_the_pool_does_not_list_is_refused_with_the_choices(self) -> None:
+        pool = make_pool(networks=["default", "storage"])
+        vm = make_vm(pool="general", networks=[{"name": "eth0", "network": "mgmt"}])
+        (p,) = rules.vm_create(vm, make_flavor(), pool, ["small"], ["general"])
+        assert str(p) == (
+            "spec.networks[0].network: network 'mgmt': pool 'general' allows only default, "
+            "storage; use one of those, or ask an admin to add it to the pool's spec.networks"
+        )
+
+    def test_a_pool_listing_no_networks_allows_none(self) -> None:
+        vm = make_vm(pool="general", networks=[{"name": "eth0"}])
+        (p,) = rules.host_inputs(vm, make_pool())
+        assert "pool 'general' allows no networks" in p.message
+
+    def test_a_vm_without_a_pool_may_have_no_network(self) -> None:
+        vm = make_vm(networks=[{"name": "eth0"}])
+        (p,) = rules.vm_create(vm, make_flavor(), None, ["small"], [])
+        assert p.field == "spec.networks[0].network"
+        assert "the VM has no pool" in p.message
+
+    def test_an_update_checks_only_networks_that_changed(self) -> None:
+        narrowed = make_pool(networks=["storage"])
+        old = make_vm(pool="general", networks=[{"name": "eth0"}])
+        same = make_vm(pool="general", networks=[{"name": "eth0"}], priority=5)
+        assert rules.host_inputs(same, narrowed, old) == []
+        more = make_vm(pool="general", networks=[{"name": "eth0"}, {"name": "eth1"}])
+        assert fields(rules.host_inputs(more, narrowed, old)) == [
+            "spec.networks[0].network",
+            "spec.networks[1].network",
+        ]
+
+    @pytest.mark.parametrize("key", rules.XML_ANNOTATIONS)
+    def test_control_characters_in_annotations_the_domain_xml_carries_are_refused(
+        self, key: str
+    ) -> None:
+        vm = make_vm(annotations={key: "t\x00"})
+        (p,) = rules.vm_create(vm, make_flavor(), None, ["small"], [])
+        assert str(p) == (
+            f"metadata.annotations[{key}]: contains the control character U+0000; "
+            "use printable text only"
+        )
+        old = make_vm(annotations={key: "t1"})
+        assert fields(rules.host_inputs(vm, None, old)) == [f"metadata.annotations[{key}]"]

@@ -111,7 +111,8 @@ class Admission:
             return await self._vm_create(req, VirtualMachine.parse(req.object))
         if req.operation == "UPDATE" and req.object is not None and req.old_object is not None:
             old, new = VirtualMachine.parse(req.old_object), VirtualMachine.parse(req.object)
-            problems = rules.vm_update(old, new)
+            pool = await self.catalog.pools.get(new.spec.pool) if new.spec.pool else None
+            problems = rules.vm_update(old, new) + rules.host_inputs(new, pool, old)
             if problems:
                 return self._invalid(req, problems)
             if rules.spec_changed(old, new):

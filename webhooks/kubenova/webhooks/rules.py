@@ -16,6 +16,7 @@ from kubenova.api.flavor import Flavor
 from kubenova.api.meta import LabelSelector, SelectorOperator
 from kubenova.api.migration import VMMigration
 from kubenova.api.pool import ResourcePool
+from kubenova.api.text import control_character
 from kubenova.api.vm import VirtualMachine, VMPhase
 
 REASON_INVALID = "Invalid"
@@ -86,6 +87,56 @@ def vm_create(
                     f"pool {vm.spec.pool!r} is dedicated to namespaces "
                     f"{', '.join(pool.spec.namespaces)}; choose another pool or ask an admin "
                     f"to add {vm.metadata.namespace!r} to its spec.namespaces",
+                )
+            )
+    if vm.spec.pool is None or pool is not None:
+        problems += host_inputs(vm, pool)
+    return problems
+
+
+XML_ANNOTATIONS = (constants.ANNOTATION_TRACE_ID, constants.ANNOTATION_RESTART_REQUESTED)
+"""Annotations whose values the agent writes into the domain XML."""
+
+
+def host_inputs(
+    vm: VirtualMachine, pool: ResourcePool | None, old: VirtualMachine | None = None
+) -> list[Problem]:
+    """What the VM asks of its host that its pool must allow: every network one the pool lists
+    in spec.networks; and annotations the domain XML carries free of control characters. On an
+    update (`old`), only what changed is checked, so a pool narrowed later does not freeze its
+    VMs. `pool` is the VM's pool (None: it has none)."""
+    problems: list[Problem] = []
+    moved = old is None or (old.spec.networks, old.spec.pool) != (vm.spec.networks, vm.spec.pool)
+    allowed = pool.spec.networks if pool is not None else []
+    for i, nic in enumerate(vm.spec.networks if moved else []):
+        if nic.network in allowed:
+            continue
+        if pool is None:
+            why = (
+                f"pool {vm.spec.pool!r} does not exist"
+                if vm.spec.pool
+                else "the VM has no pool, and only a ResourcePool's spec.networks allows one"
+            )
+            fix = "set spec.pool to a pool that lists it"
+        elif not allowed:
+            why = f"pool {pool.metadata.name!r} allows no networks (its spec.networks is empty)"
+            fix = "ask an admin to list the host networks its VMs may use"
+        else:
+            why = f"pool {pool.metadata.name!r} allows only {', '.join(sorted(allowed))}"
+            fix = "use one of those, or ask an admin to add it to the pool's spec.networks"
+        problems.append(
+            Problem(f"spec.networks[{i}].network", f"network {nic.network!r}: {why}; {fix}")
+        )
+    for key in XML_ANNOTATIONS:
+        value = vm.metadata.annotations.get(key)
+        if value is None or (old is not None and old.metadata.annotations.get(key) == value):
+            continue
+        bad = control_character(value)
+        if bad:
+            problems.append(
+                Problem(
+                    f"metadata.annotations[{key}]",
+                    f"contains the control character {bad}; use printable text only",
                 )
             )
     return problems
