@@ -38,6 +38,10 @@ class VMQuotaStatus(Model):
 
     used: QuotaAmounts = Field(default_factory=QuotaAmounts)
     """Charged now."""
+    released: list[str] = Field(default_factory=list)
+    """UIDs of deleted VMs whose charge is off `used` but whose quota finalizer may remain."""
+    # Written together with `used` (one compare-and-swap): a recount does not count these VMs
+    # and a second release does not subtract them again; recounts prune them.
     observed_generation: int | None = None
     """The metadata.generation this status describes."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -10,11 +10,14 @@ Within one process the charges of a namespace do not race each other: those that
 a write is in flight are decided together, in arrival order, and written with one PUT built on
 the previous one's answer (group commit), so a burst costs a few writes, not one each.
 
-Release is at most once by construction and at least once barring a crash: the releaser first
-removes the VM's quota finalizer and charge annotation in one patch carrying the VM's
-resourceVersion (only one releaser can win that), then subtracts the recorded charge. A crash
-between the two leaves usage too high, never too low (never over-admitting); the operator's
-`recount_namespace` heals it.
+Release is exactly once, against other releasers and against recounts in any process: the
+releaser first subtracts the recorded charge and adds the VM's uid to the quota's
+`status.released`, in one compare-and-swap, and only then removes the VM's quota finalizer and
+charge annotation. A second release of the same uid finds it recorded and subtracts nothing; a
+recount skips the VMs whose uid is recorded (their charge is already off `used`) and prunes the
+uids of VMs that hold no charge any more. Removing the finalizer first, as this module once did,
+let a recount that ran between the two writes stop counting the VM, and the subtraction then
+took its charge off a second time.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class QuotaLedger:
         self._pending: dict[str, list[Waiter]] = {}
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finalized: dict[str, set[str]] = {}
+        """Per namespace, uids in `status.released` whose VM has let go of its finalizer."""
 
     def _lock(self, namespace: str) -> asyncio.Lock:
         lock = self._locks.get(namespace)
@@ -189,36 +194,80 @@ class QuotaLedger:
         last = raw["metadata"]["name"] if raw else None
         return [ChargeResult(False, last, contended=True, conflicts=conflicts) for _ in requests]
 
-    async def release(self, namespace: str, amount: QuotaAmounts) -> bool:
-        """Subtract `amount` from the namespace's usage; False when it has no quota."""
+    async def _write_released(
+        self, raw: dict[str, Any], used: QuotaAmounts, released: list[str]
+    ) -> dict[str, Any]:
+        """`_write` that also sets `status.released`, in the same compare-and-swap."""
+        body = store.status_body(raw, used)
+        body["status"]["released"] = released
+        started = time.perf_counter()
+        out = await self.store.write_status(body)
+        metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
+        return out
+
+    async def release(self, namespace: str, amount: QuotaAmounts, uid: str | None = None) -> bool:
+        """Subtract `amount` from the namespace's usage; False when it has no quota.
+
+        With the VM's `uid`, exactly once: the uid is recorded in `status.released` in the
+        same write, and a release of a uid already recorded subtracts nothing."""
         async with self._lock(namespace):
             self.forget(namespace)
             for _ in range(MAX_ATTEMPTS * 4):
                 raw = await self._read(namespace)
                 if raw is None:
                     return False
-                if (raw.get("status") or {}).get("used") is None:
+                status = raw.get("status") or {}
+                if status.get("used") is None:
                     return True  # never written: its first charge recounts
+                released = [u for u in status.get("released") or [] if isinstance(u, str)]
+                if uid is not None and uid in released:
+                    return True  # released before (by another releaser, or before a crash)
+                done = self._finalized.get(namespace, set())
+                keep = [u for u in released if u not in done]
+                if uid is not None:
+                    keep.append(uid)
                 used = await self._used(raw)
                 try:
-                    await self._write(raw, quota_math.subtract(used, amount))
-                    return True
+                    await self._write_released(raw, quota_math.subtract(used, amount), keep)
                 except store.ConflictError:
                     continue
+                done.difference_update(set(released) - set(keep))
+                return True
             raise RuntimeError(f"VMQuota in {namespace} kept changing; release not written")
 
+    def finalized(self, namespace: str, uid: str) -> None:
+        """The VM `uid` no longer holds its quota finalizer: its entry in `status.released` may
+        go with this process's next release (a recount prunes it too)."""
+        self._finalized.setdefault(namespace, set()).add(uid)
+
     async def recount(self, namespace: str) -> QuotaAmounts | None:
-        """Set the namespace's usage to what its VMs hold; None when it has no quota."""
+        """Set the namespace's usage to what its VMs hold; None when it has no quota.
+
+        VMs whose uid is in `status.released` are not counted (their charge is already off);
+        uids of VMs that hold no charge any more are pruned, in the same compare-and-swap. The
+        quota is read before the VMs are listed, so a release that lands in between makes the
+        write conflict and the recount start again."""
         async with self._lock(namespace):
             self.forget(namespace)
             for _ in range(MAX_ATTEMPTS * 4):
                 raw = await self._read(namespace)
                 if raw is None:
                     return None
+                released = set((raw.get("status") or {}).get("released") or [])
                 vms = await self.store.vms(namespace)
-                used = quota_math.recount(vms, await self.store.flavors())
+                charged = [
+                    vm
+                    for vm in vms
+                    if quota_math.holds_charge(vm) and vm.metadata.uid not in released
+                ]
+                still = sorted(
+                    str(vm.metadata.uid)
+                    for vm in vms
+                    if vm.metadata.uid in released and quota_math.holds_charge(vm)
+                )
+                used = quota_math.recount(charged, await self.store.flavors())
                 try:
-                    await self._write(raw, used)
+                    await self._write_released(raw, used, still)
                     return used
                 except store.ConflictError:
                     continue
@@ -238,8 +287,9 @@ async def release_charge(
     finalizer; it waits (returns WAITING) while other finalizers remain, because the VM's
     resources are not free until its domain is gone. A caller that holds a finalizer of its
     own on the VM (kopf's, when called from a kopf deletion handler) names it in
-    `ignore_finalizers`. Safe to call again and from several processes: only the caller whose
-    finalizer patch wins subtracts the charge.
+    `ignore_finalizers`. Safe to call again, after a crash and from several processes at once:
+    the charge comes off `used` together with the VM's uid going into `status.released` (one
+    compare-and-swap, so once), and only then does the finalizer go.
     """
     meta = vm.metadata
     if meta.deletion_timestamp is None or constants.QUOTA_FINALIZER not in meta.finalizers:
@@ -247,34 +297,67 @@ async def release_charge(
     others = set(meta.finalizers) - {constants.QUOTA_FINALIZER, *ignore_finalizers}
     if others:
         return ReleaseOutcome.WAITING
+    assert meta.namespace is not None, "VirtualMachines are namespaced"
+    assert meta.uid is not None, "an object read from the API server has a uid"
     recorded = meta.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
     charge = quota_math.parse_charge(recorded) if recorded else None
-    patch = {
-        "metadata": {
-            "resourceVersion": meta.resource_version,
-            "finalizers": [f for f in meta.finalizers if f != constants.QUOTA_FINALIZER],
-            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: None},
+    ledger = ledger or QuotaLedger(store.KubeStore(api))
+    if charge is not None:
+        await ledger.release(meta.namespace, charge, meta.uid)
+    custom = kubernetes.client.CustomObjectsApi(api)
+    current = meta
+    for _ in range(MAX_ATTEMPTS):
+        patch = {
+            "metadata": {
+                "resourceVersion": current.resource_version,
+                "finalizers": [f for f in current.finalizers if f != constants.QUOTA_FINALIZER],
+                "annotations": {constants.ANNOTATION_QUOTA_CHARGED: None},
+            }
         }
-    }
-    assert meta.namespace is not None, "VirtualMachines are namespaced"
-    try:
-        await client.call(
-            kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            meta.namespace,
-            VirtualMachine.crd.plural,
-            meta.name,
-            patch,
-            _content_type="application/merge-patch+json",
+        try:
+            await client.call(
+                custom.patch_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                meta.namespace,
+                VirtualMachine.crd.plural,
+                meta.name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+            break
+        except ApiException as e:
+            if e.status == 404:
+                return ReleaseOutcome.NOT_OURS  # gone: another releaser finished it
+            if e.status != 409:
+                raise
+        # Changed since it was read: read it again; the subtraction above is not repeated.
+        try:
+            raw: Any = await client.call(
+                custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                meta.namespace,
+                VirtualMachine.crd.plural,
+                meta.name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return ReleaseOutcome.NOT_OURS
+            raise
+        fresh = VirtualMachine.parse(raw)
+        if fresh.metadata.uid != meta.uid or constants.QUOTA_FINALIZER not in (
+            fresh.metadata.finalizers
+        ):
+            return ReleaseOutcome.NOT_OURS  # another releaser removed it
+        current = fresh.metadata
+    else:
+        raise RuntimeError(
+            f"VM {meta.namespace}/{meta.name} kept changing; its quota finalizer is still there"
         )
-    except ApiException as e:
-        if e.status in (404, 409):
-            return ReleaseOutcome.NOT_OURS  # gone, or changed: whoever changed it releases
-        raise
+    ledger.finalized(meta.namespace, meta.uid)
     if charge is None:
         return ReleaseOutcome.NOT_CHARGED
-    await (ledger or QuotaLedger(store.KubeStore(api))).release(meta.namespace, charge)
     log.info(
         "released quota charge of %s/%s",
         meta.namespace,

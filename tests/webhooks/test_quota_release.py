@@ -1,0 +1,207 @@
+"""Releasing a deleted VM's quota charge exactly once while other processes recount the
+namespace (the operator's periodic recount, a second releaser), through the real API server.
+
+The interleavings are forced, not hoped for: the releaser's store runs another ledger's recount
+right before each of its reads or right after each of its writes, as a recount in another
+process would land there."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from kubenova.api import constants
+from kubenova.api.quota import QuotaAmounts, VMQuota
+from kubenova.api.vm import VirtualMachine
+from kubenova.webhooks import quota, quota_math, store
+
+pytestmark = pytest.mark.apiserver
+
+G, V = constants.GROUP, constants.VERSION
+CHARGE = quota_math.charge_for(
+    "small", VirtualMachine.parse(
+        {"kind": "VirtualMachine", "metadata": {"name": "x"},
+         "spec": {"flavor": "small", "boot": {"image": "i"},
+                  "resources": {"vcpus": 1, "memory": "1Gi", "disk": "10Gi"}}}
+    ).spec.resources  # type: ignore[arg-type]
+)  # fmt: skip
+
+
+class RecountAround(store.KubeStore):
+    """The releaser's store: another process's recount lands before each quota read
+    (`before_read`) or after each status write (`after_write`)."""
+
+    def __init__(self, api: Any, *, before_read: bool = False, after_write: bool = False) -> None:
+        super().__init__(api)
+        self.other = quota.QuotaLedger(store.KubeStore(api))
+        self.before_read = before_read
+        self.after_write = after_write
+        self.recounted: list[int | None] = []
+
+    async def _recount(self, namespace: str) -> None:
+        used = await self.other.recount(namespace)
+        self.recounted.append(used.vms if used else None)
+
+    async def quotas(self, namespace: str) -> list[dict[str, Any]]:
+        if self.before_read:
+            await self._recount(namespace)
+        return await super().quotas(namespace)
+
+    async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        out = await super().write_status(body)
+        if self.after_write:
+            await self._recount(body["metadata"]["namespace"])
+        return out
+
+
+@pytest.fixture
+def custom(api: Any) -> Any:
+    return kubernetes.client.CustomObjectsApi(api)
+
+
+def _vm(custom: Any, ns: str, name: str) -> VirtualMachine:
+    """A VM as the webhook leaves it: charged (annotation) and holding the quota finalizer."""
+    body = {
+        "apiVersion": constants.API_VERSION,
+        "kind": "VirtualMachine",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "finalizers": [constants.QUOTA_FINALIZER],
+            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: quota_math.format_charge(CHARGE)},
+        },
+        "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
+    }
+    return VirtualMachine.parse(
+        custom.create_namespaced_custom_object(G, V, ns, "virtualmachines", body)
+    )
+
+
+def _quota(custom: Any, ns: str, vms: int) -> None:
+    body = {
+        "apiVersion": constants.API_VERSION,
+        "kind": "VMQuota",
+        "metadata": {"name": "limits", "namespace": ns},
+        "spec": {"hard": {"vms": 10}},
+    }
+    custom.create_namespaced_custom_object(G, V, ns, "vmquotas", body)
+    raw = custom.get_namespaced_custom_object(G, V, ns, "vmquotas", "limits")
+    used = quota_math.zero()
+    for _ in range(vms):
+        used = quota_math.add(used, CHARGE)
+    custom.replace_namespaced_custom_object_status(
+        G, V, ns, "vmquotas", "limits", store.status_body(raw, used)
+    )
+
+
+def _status(custom: Any, ns: str) -> tuple[QuotaAmounts, dict[str, Any]]:
+    q = VMQuota.parse(custom.get_namespaced_custom_object(G, V, ns, "vmquotas", "limits"))
+    raw = custom.get_namespaced_custom_object(G, V, ns, "vmquotas", "limits")
+    return q.status.used, raw.get("status") or {}
+
+
+def _deleting(custom: Any, ns: str, name: str) -> VirtualMachine:
+    custom.delete_namespaced_custom_object(G, V, ns, "virtualmachines", name)
+    return VirtualMachine.parse(
+        custom.get_namespaced_custom_object(G, V, ns, "virtualmachines", name)
+    )
+
+
+def _exists(custom: Any, ns: str, name: str) -> bool:
+    try:
+        custom.get_namespaced_custom_object(G, V, ns, "virtualmachines", name)
+    except kubernetes.client.exceptions.ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.fixture
+def two_charged_vms(custom: Any, namespace: str) -> Iterator[str]:
+    _vm(custom, namespace, "keep")
+    _vm(custom, namespace, "gone")
+    _quota(custom, namespace, vms=2)
+    yield namespace
+
+
+def test_a_recount_during_a_release_does_not_take_the_charge_off_twice(
+    api: Any, custom: Any, two_charged_vms: str
+) -> None:
+    ns = two_charged_vms
+    vm = _deleting(custom, ns, "gone")
+    releasing = RecountAround(api, before_read=True)
+    outcome = asyncio.run(quota.release_charge(api, vm, quota.QuotaLedger(releasing)))
+    assert outcome is quota.ReleaseOutcome.RELEASED
+    assert not _exists(custom, ns, "gone")
+    used, _ = _status(custom, ns)
+    assert used.vms == 1, f"one VM is alive; recounts seen meanwhile: {releasing.recounted}"
+    assert used.memory == CHARGE.memory
+    # And once more from the other side: a recount afterwards agrees and keeps no bookkeeping.
+    again = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    assert again is not None and again.vms == 1
+    assert not _status(custom, ns)[1].get("released")
+
+
+def test_a_recount_between_the_subtraction_and_the_finalizer_removal_counts_the_vm_once(
+    api: Any, custom: Any, two_charged_vms: str
+) -> None:
+    ns = two_charged_vms
+    vm = _deleting(custom, ns, "gone")
+    releasing = RecountAround(api, after_write=True)
+    asyncio.run(quota.release_charge(api, vm, quota.QuotaLedger(releasing)))
+    assert releasing.recounted and all(n == 1 for n in releasing.recounted), releasing.recounted
+    assert _status(custom, ns)[0].vms == 1
+
+
+def test_a_release_retried_after_a_crash_subtracts_once(
+    api: Any, custom: Any, two_charged_vms: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns = two_charged_vms
+    vm = _deleting(custom, ns, "gone")
+
+    class ProcessDiedError(Exception):
+        pass
+
+    original = quota.client.call
+
+    async def dies_at_the_finalizer_patch(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__name__", "") == "patch_namespaced_custom_object":
+            raise ProcessDiedError
+        return await original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(quota.client, "call", dies_at_the_finalizer_patch)
+    with pytest.raises(ProcessDiedError):
+        asyncio.run(quota.release_charge(api, vm, quota.QuotaLedger(store.KubeStore(api))))
+    monkeypatch.setattr(quota.client, "call", original)
+    assert _exists(custom, ns, "gone"), "the finalizer is still there"
+    recounted = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    assert recounted is not None and recounted.vms is not None and recounted.vms >= 1
+    fresh = VirtualMachine.parse(
+        custom.get_namespaced_custom_object(G, V, ns, "virtualmachines", "gone")
+    )
+    asyncio.run(quota.release_charge(api, fresh))
+    assert not _exists(custom, ns, "gone")
+    used = _status(custom, ns)[0]
+    assert (used.vms, used.flavors) == (1, {"small": 1}), "the retry must not subtract again"
+
+
+def test_two_releasers_at_once_subtract_once(api: Any, custom: Any, two_charged_vms: str) -> None:
+    ns = two_charged_vms
+    vm = _deleting(custom, ns, "gone")
+
+    async def both() -> list[quota.ReleaseOutcome]:
+        a = quota.QuotaLedger(store.KubeStore(api))
+        b = quota.QuotaLedger(store.KubeStore(api))
+        return list(
+            await asyncio.gather(quota.release_charge(api, vm, a), quota.release_charge(api, vm, b))
+        )
+
+    outcomes = asyncio.run(both())
+    assert quota.ReleaseOutcome.RELEASED in outcomes, outcomes
+    assert not _exists(custom, ns, "gone")
+    assert _status(custom, ns)[0].vms == 1
