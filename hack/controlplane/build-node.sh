@@ -43,7 +43,7 @@ echo "building kubelet and kube-scheduler ... (log: $log)" >&2
 # -v names each package as it compiles: a line every 200 shows a cold build (~3 min) moving.
 if ! (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath -ldflags "-s -w$kv" \
   -o "$bin.partial/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler 2>&1) |
-  awk -v log="$log" '{ print >>log; if (++n % 200 == 0) printf "  node: %d packages compiled\n", n >"/dev/stderr" }'; then
+  awk -v out="$log" '{ print >>out; if (++n % 200 == 0) printf "  node: %d packages compiled\n", n >"/dev/stderr" }'; then
   echo "build of kubelet/kube-scheduler failed; last lines of $log:" >&2
   tail -20 "$log" >&2
   exit 1

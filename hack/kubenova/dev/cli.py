@@ -3,6 +3,8 @@
 kubenova-dev cluster up      # build (first time) and start a local control plane
 kubenova-dev cluster env     # print the exports that point kubectl at it
 kubenova-dev cluster down    # stop it and remove its folder
+kubenova-dev node up [--nodes N]   # a node-mode control plane and N real kubelets (docs/node.md)
+kubenova-dev node env|status|load ARCHIVE|down
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from kubenova.dev import cluster
+from kubenova.dev import cluster, node
 
 
 def _plane(args: argparse.Namespace) -> cluster.ControlPlane:
@@ -35,8 +37,20 @@ def main(argv: list[str] | None = None) -> int:
         help="state folder (default: %(default)s)",
     )
     c.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for ready")
+    n = sub.add_parser("node", help="real kubelets with containerd, for the chart (root)")
+    n.add_argument("action", choices=["up", "down", "env", "status", "load"])
+    n.add_argument("archive", nargs="?", help="load: an image archive (docker-archive or OCI)")
+    n.add_argument("--nodes", type=int, default=1, help="kubelets to start (default: 1)")
+    n.add_argument(
+        "--folder",
+        default=str(node.default_folder()),
+        help="state folder (default: $KUBENOVA_NODE_FOLDER or %(default)s)",
+    )
+    n.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for ready")
     args = parser.parse_args(argv)
 
+    if args.group == "node":
+        return _node(args)
     try:
         if args.action == "build":
             print(cluster.ensure_binaries())
@@ -56,6 +70,40 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
     except cluster.ControlPlaneError as e:
         print(f"kubenova-dev: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    nodes = node.Nodes(Path(args.folder))
+    try:
+        if args.action == "up":
+            nodes.up(args.nodes, timeout=args.timeout, log=lambda m: print(m, file=sys.stderr))
+            print("# point kubectl and helm at it:", file=sys.stderr)
+            _print_env(nodes.plane(cluster.ensure_binaries()))
+        elif args.action == "env" or args.action == "status":
+            if not nodes.running():
+                print(
+                    f"no nodes are up in {args.folder}; run: kubenova-dev node up", file=sys.stderr
+                )
+                return 1
+            if args.action == "env":
+                _print_env(nodes.plane(cluster.ensure_binaries()))
+            else:
+                state = nodes.state()
+                assert state is not None, "running() read it"
+                print(f"{state.nodes} node(s), API server on 127.0.0.1:{state.port}")
+        elif args.action == "load":
+            if not args.archive:
+                print("kubenova-dev node load: name the image archive", file=sys.stderr)
+                return 2
+            loaded = nodes.load(Path(args.archive))
+            print(f"loaded {args.archive} into {', '.join(loaded)}", file=sys.stderr)
+        else:
+            stopped = nodes.down()
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
+    except (node.NodeError, cluster.ControlPlaneError) as e:
+        print(f"kubenova-dev node: {e}", file=sys.stderr)
         return 1
     return 0
 
