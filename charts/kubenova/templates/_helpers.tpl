@@ -42,9 +42,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "kubenova.webhooks" -}}{{ include "kubenova.fullname" . }}-webhooks{{- end -}}
 {{- define "kubenova.webhookSecret" -}}{{ include "kubenova.webhooks" . }}-tls{{- end -}}
 
-{{/* The API server's name for the agent's ServiceAccount. */}}
+{{/* The API server's names for the components' ServiceAccounts. */}}
 {{- define "kubenova.agentUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubenova.agent" . }}
+{{- end -}}
+{{- define "kubenova.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubenova.operator" . }}
+{{- end -}}
+{{- define "kubenova.webhooksUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubenova.webhooks" . }}
 {{- end -}}
 
 {{- define "kubenova.podSecurity" -}}
