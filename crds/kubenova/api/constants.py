@@ -88,6 +88,8 @@ REASON_QUOTA_EXCEEDED: Final = "QuotaExceeded"
 REASON_RATE_LIMITED: Final = "RateLimited"
 REASON_DRAINING: Final = "Draining"
 REASON_DRAINED: Final = "Drained"
+REASON_DRAIN_BLOCKED: Final = "DrainBlocked"
+"""A VM cannot leave the drained host without losing its disk; its owner must act."""
 
 # Limits that the API enforces
 MAX_HISTORY: Final = 20

@@ -1,6 +1,8 @@
 """Drains (leader only): every VM bound to a Host annotated `kubenova.io/drain` leaves by its
 eviction strategy, as `draining.plan()` says: a VMMigration, a shutdown by its agent, or an
-unbind. The Host's `Drained` condition tells when it is empty. Does I/O."""
+unbind; a VM that cannot leave without losing its disk stays, and the drain says so. The
+Host's `Drained` condition tells when it is empty (reason `DrainBlocked`, naming the VMs and
+what their owners can do, when some cannot leave). Does I/O."""
 
 from __future__ import annotations
 
@@ -97,11 +99,19 @@ class DrainController:
     async def _condition(self, host: Host, plan: draining.Plan) -> None:
         now = dt.datetime.now(dt.UTC)
         done = plan.drained
+        blocked = plan.blocked
+        if done:
+            reason, message = constants.REASON_DRAINED, "no VM is bound to the host"
+        elif blocked:
+            why = "; ".join(f"{draining.vm_key(s.vm)}: {s.why}" for s in blocked)
+            reason, message = constants.REASON_DRAIN_BLOCKED, f"VMs left: {plan.summary()}; {why}"
+        else:
+            reason, message = constants.REASON_DRAINING, f"VMs left: {plan.summary()}"
         cond = Condition(
             type=constants.COND_DRAINED,
             status=ConditionStatus.TRUE if done else ConditionStatus.FALSE,
-            reason=constants.REASON_DRAINED if done else constants.REASON_DRAINING,
-            message="no VM is bound to the host" if done else f"VMs left: {plan.summary()}",
+            reason=reason,
+            message=message[:4096],
         )
         current = next(
             (c for c in host.status.conditions if c.type == constants.COND_DRAINED), None
@@ -114,3 +124,8 @@ class DrainController:
         )
         if done:
             self.ctl.recorder.emit(ref_of(host), "Normal", "Drained", cond.message)
+        for step in blocked:  # told once per change of the condition, not every pass
+            text = f"host {host.metadata.name} is drained but this VM stays: {step.why}"
+            self.ctl.recorder.emit(ref_of(step.vm), "Warning", constants.REASON_DRAIN_BLOCKED, text)
+        if blocked:
+            self.ctl.recorder.emit(ref_of(host), "Warning", constants.REASON_DRAIN_BLOCKED, message)
