@@ -713,9 +713,15 @@ state = "{run}/containerd"
             self._unmount_and_rmdir(i)
         if self.layout.netns_path.exists():
             _run("ip", "netns", "del", self.layout.netns, check=False)
+        # libcni's result cache is machine-wide; ours are named after our networks, and the
+        # loopback results after the same sandboxes.
+        cache = Path("/var/lib/cni/results")
         for i in range(1, n + 1):
-            for results in Path("/var/lib/cni/results").glob(f"{self.layout.cni_network(i)}-*"):
-                results.unlink(missing_ok=True)
+            network = self.layout.cni_network(i)
+            for result in cache.glob(f"{network}-*"):
+                sandbox = result.name.removeprefix(f"{network}-").split("-")[0]
+                (cache / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
+                result.unlink(missing_ok=True)
         for d in ("/var/lib/cni/results", "/var/lib/cni", *KUBELET_FIXED_DIRS, "/var/lib/kubelet",
                   "/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):  # fmt: skip
             with contextlib.suppress(OSError):
@@ -730,10 +736,8 @@ state = "{run}/containerd"
         return stopped
 
     def _cgroups(self, i: int) -> Iterator[Path]:
-        for c in _cgroup_controllers():
-            top = c / self.layout.cgroup(i)
-            if top.is_dir():
-                yield top
+        # every hierarchy: runc also makes the pods' cgroups in the v2 `unified` one
+        yield from (c for c in CGROUP_ROOT.glob(f"*/{self.layout.cgroup(i)}") if c.is_dir())
 
     def _kill_pods(self, i: int) -> None:
         """SIGKILL every process in the node's cgroups: containers, whatever containerd says."""
