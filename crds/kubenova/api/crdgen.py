@@ -52,9 +52,27 @@ def _structural(node: Any, defs: dict[str, Any], path: str) -> Any:
             node.pop("default", None)
     if node.get("x-kubernetes-int-or-string") and "pattern" not in node:
         # Kubernetes' own form for quantities: the pattern sits beside anyOf, not in it.
-        pattern = next(b["pattern"] for b in node["anyOf"] if "pattern" in b)
+        string = next(b for b in node["anyOf"] if "pattern" in b)
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        node["pattern"] = pattern
+        node["pattern"] = string["pattern"]
+        if "maxLength" in string:
+            node["maxLength"] = string["maxLength"]
+    names = node.pop("propertyNames", None)
+    if names:
+        # Kubernetes has no propertyNames; a map's key lengths become a CEL rule.
+        low, high = names.get("minLength", 0), names.get("maxLength")
+        checks = [f"size(k) >= {low}" if low else "", f"size(k) <= {high}" if high else ""]
+        rule = " && ".join(c for c in checks if c)
+        if rule:
+            text = (
+                f"keys must be {low} to {high} characters long"
+                if low
+                else (f"keys must be at most {high} characters long")
+            )
+            node["x-kubernetes-validations"] = [
+                *node.get("x-kubernetes-validations", []),
+                {"rule": f"self.all(k, {rule})", "message": text},
+            ]
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP and not (key == "additionalProperties" and isinstance(value, dict)):

@@ -20,9 +20,16 @@ _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
 # The grammar of k8s.io/apimachinery/pkg/api/resource: sign, digits with an optional fraction,
-# then a binary suffix, a decimal suffix, or a decimal exponent.
-_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# then a binary suffix, a decimal suffix, or a decimal exponent -- here of at most two digits,
+# because a long exponent is where parsing and printing cost time (`1e999999` took ~30 s of
+# CPU to print as an integer) and `1e9999999999` overflows the decimal context.
+_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]{1,2})?$"
 _RE = re.compile(_PATTERN)
+
+MAX_LENGTH = 64
+"""Longest quantity text accepted (Kubernetes' own quantities are far shorter)."""
+MAX_MAGNITUDE = Decimal(2**63 - 1)
+"""Largest absolute value: Kubernetes' `Value()` is an int64, so nothing real is larger."""
 
 
 class QuantityError(ValueError):
@@ -39,17 +46,29 @@ class Quantity:
         if isinstance(text, bool):
             raise QuantityError(f"{text!r} is not a quantity")
         if isinstance(text, int):
+            if abs(text) > MAX_MAGNITUDE:
+                raise QuantityError(f"{text} is too large a quantity: at most {MAX_MAGNITUDE}")
             self._text = str(text)
             self._value = Decimal(text)
             return
         s = text.strip()
+        if len(s) > MAX_LENGTH:
+            raise QuantityError(
+                f"{s[:16]!r}... ({len(s)} characters) is not a quantity: at most {MAX_LENGTH} "
+                "characters, such as 512Mi, 4Gi, 500m or 2"
+            )
         if not _RE.match(s):
             raise QuantityError(
                 f"{text!r} is not a quantity: write a number with an optional suffix "
-                "such as 512Mi, 4Gi, 500m or 2"
+                "such as 512Mi, 4Gi, 500m or 2 (an exponent, as in 2e9, has at most two digits)"
+            )
+        value = _parse(s)
+        if abs(value) > MAX_MAGNITUDE:
+            raise QuantityError(
+                f"{text!r} is too large a quantity: at most {MAX_MAGNITUDE} (about 8Ei)"
             )
         self._text = s
-        self._value = _parse(s)
+        self._value = value
 
     @classmethod
     def from_value(cls, value: Decimal | int, binary: bool = True) -> Quantity:
@@ -120,7 +139,10 @@ class Quantity:
     ) -> JsonSchemaValue:
         # The form Kubernetes uses for quantities in its own OpenAPI.
         return {
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": _PATTERN}],
+            "anyOf": [
+                {"type": "integer"},
+                {"type": "string", "pattern": _PATTERN, "maxLength": MAX_LENGTH},
+            ],
             "x-kubernetes-int-or-string": True,
         }
 

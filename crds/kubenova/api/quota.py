@@ -3,12 +3,15 @@ webhook and recounted by the operator. Namespaced. Pure."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
 from kubenova.api.quantity import Quantity
+
+_FlavorName = Annotated[str, Field(min_length=1, max_length=253)]
+_Count = Annotated[int, Field(ge=0)]
 
 
 class QuotaAmounts(Model):
@@ -22,7 +25,7 @@ class QuotaAmounts(Model):
     """Guest memory over all VMs."""
     gpus: int | None = Field(default=None, ge=0)
     """GPU devices over all VMs."""
-    flavors: dict[str, int] = Field(default_factory=dict)
+    flavors: dict[_FlavorName, _Count] = Field(default_factory=dict, max_length=256)
     """VMs per flavor."""
 
 

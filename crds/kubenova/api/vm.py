@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -20,6 +20,15 @@ from kubenova.api.text import NetworkName, PlainName, SingleLine
 
 _IMMUTABLE = cel("self == oldSelf", "is immutable; create a new VM instead")
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# Every string, list and map of a VM has a bound, so the largest VM the schema admits is small
+# and known: the admission webhook's request limit is computed from it (webhooks/sizes.py).
+_LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
+_LabelValue = Annotated[str, Field(max_length=63)]
+_GroupName = Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_LABEL)]
+_GPUModel = Annotated[str, Field(min_length=1, max_length=128)]
+_GPUCount = Annotated[int, Field(ge=1, le=16)]
+_Address = Annotated[str, Field(max_length=64)]
 
 
 class RunStrategy(StrEnum):
@@ -106,9 +115,9 @@ class Toleration(Model):
 class Placement(Model):
     """Where the VM may go, beyond its pool."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[_LabelKey, _LabelValue] = Field(default_factory=dict, max_length=32)
     """Host labels the chosen host must have."""
-    groups: list[str] = Field(default_factory=list, max_length=16)
+    groups: list[_GroupName] = Field(default_factory=list, max_length=16)
     """Groups this VM belongs to, for affinity rules of other VMs."""
     affinity: list[GroupRule] = Field(default_factory=list, max_length=8)
     """Land in a domain (topology key value) that already has a VM of the group."""
@@ -183,7 +192,7 @@ class VMResources(Model):
     """Guest memory."""
     disk: Quantity
     """Root disk size."""
-    gpus: dict[str, int] = Field(default_factory=dict)
+    gpus: dict[_GPUModel, _GPUCount] = Field(default_factory=dict, max_length=4)
     """GPU devices by model."""
 
 
@@ -240,23 +249,23 @@ class VirtualMachineStatus(Model):
 
     phase: VMPhase = VMPhase.PENDING
     """Pending, Scheduled, Starting, Running, Stopping, Stopped, Migrating, Failed, Deleting."""
-    host: str | None = None
+    host: str | None = Field(default=None, max_length=253)
     """The host the VM is bound to."""
-    gpu_devices: list[str] = Field(default_factory=list)
+    gpu_devices: list[_Address] = Field(default_factory=list, max_length=64)
     """PCI addresses of the GPUs the scheduler assigned on that host."""
-    domain_uuid: str | None = Field(default=None, alias="domainUUID")
+    domain_uuid: str | None = Field(default=None, alias="domainUUID", max_length=64)
     """The libvirt domain's UUID."""
-    ip: str | None = None
+    ip: str | None = Field(default=None, max_length=64)
     """The first guest address, for `kubectl get`."""
-    addresses: list[str] = Field(default_factory=list)
+    addresses: list[_Address] = Field(default_factory=list, max_length=32)
     """All guest addresses the agent found."""
     serial_log: str | None = Field(default=None, max_length=4096)
     """Path of the serial console log on the host (`kubectl vm console`)."""
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=1024)
     """Why the VM is in this phase, in one line (e.g. why it cannot be scheduled)."""
     observed_generation: int | None = None
     """The metadata.generation this status describes."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=8)
     """Scheduled, Running, Ready and others."""
     history: list[Operation] = Field(default_factory=list, max_length=constants.MAX_HISTORY)
     """The latest operations on this VM, oldest first."""

@@ -34,6 +34,9 @@ BUILD_SCRIPT = HACK_DIR / "controlplane" / "build.sh"
 CRD_DIR = HACK_DIR.parent / "crds"
 CONTEXT = "kubenova-dev"
 STOP_TIMEOUT = 15.0
+WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
+"""The common name of the client certificate the API server presents to admission webhooks
+(signed by the control plane's CA, `webhook_client_ca`); kubenova's webhooks require it."""
 KCM_CONTROLLERS = (
     "namespace-controller",
     "garbage-collector-controller",
@@ -142,6 +145,12 @@ class ControlPlane:
     def state_file(self) -> Path:
         return self.folder / "state.json"
 
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA that signed the API server's webhook client certificate: what a webhook
+        verifies its callers with (`--client-ca`)."""
+        return self.folder / "pki" / "ca.crt"
+
     def state(self) -> State | None:
         if not self.state_file.exists():
             return None
@@ -189,6 +198,9 @@ class ControlPlane:
         )
         admin = ca.issue("admin", "kubenova-admin", organization="system:masters", client=True)
         sa = pki.service_account_keys(certs)
+        admission = pki.webhook_client_config(certs, ca.issue(
+            "webhook-client", WEBHOOK_CLIENT_NAME, client=True
+        ))  # fmt: skip
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         if self.node is not None and self.node.api_port:
@@ -235,6 +247,8 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={sa.cert}",
                 f"--service-account-signing-key-file={sa.key}",
+                # Presents the webhook client certificate to every admission webhook.
+                f"--admission-control-config-file={admission}",
                 "--profiling=false",
                 "--v=0",
             ],

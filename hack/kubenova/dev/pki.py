@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +147,46 @@ def service_account_keys(folder: Path) -> KeyPair:
         )
     )
     return pair
+
+
+def webhook_client_config(folder: Path, client: KeyPair) -> Path:
+    """The API server's `--admission-control-config-file`: both webhook admission plugins
+    present `client` to every webhook (a kubeconfig whose user `*` matches any), so a webhook
+    can tell the API server from any other caller. Returns the file's path."""
+    kubeconfig = folder / "webhook-client.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "users": [
+                    {
+                        "name": "*",
+                        "user": {
+                            "client-certificate": str(client.cert),
+                            "client-key": str(client.key),
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    plugin = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(kubeconfig),
+    }
+    config = folder / "admission.json"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "AdmissionConfiguration",
+                "plugins": [
+                    {"name": "ValidatingAdmissionWebhook", "configuration": plugin},
+                    {"name": "MutatingAdmissionWebhook", "configuration": plugin},
+                ],
+            }
+        )
+    )
+    return config

@@ -40,7 +40,9 @@ class Webhooks:
 
 def start(folder: Path, kubeconfig: Path, limits: tuple[str, ...] = GENEROUS_LIMITS) -> Webhooks:
     """Start the webhook server and the quota release loop, wait until the server answers,
-    and register both webhook configurations with the API server (failurePolicy Fail)."""
+    and register both webhook configurations with the API server (failurePolicy Fail). The
+    server requires the API server's webhook client certificate when the control plane
+    beside `kubeconfig` has one (`kubenova.dev.cluster` makes it)."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = pki.CertificateAuthority(folder / "webhook-pki", name="kubenova-dev-webhook-ca")
     pair = ca.issue("webhook", "kubenova-webhook", hosts=("127.0.0.1", "localhost"))
@@ -50,6 +52,9 @@ def start(folder: Path, kubeconfig: Path, limits: tuple[str, ...] = GENEROUS_LIM
     py = sys.executable
     server_argv = [py, "-m", "kubenova.webhooks", "--host=127.0.0.1", f"--port={port}",
                    f"--cert={pair.cert}", f"--key={pair.key}", *limits]  # fmt: skip
+    client_ca = kubeconfig.resolve().parent / "pki" / "ca.crt"
+    if (client_ca.parent / "webhook-client.crt").exists():
+        server_argv += [f"--client-ca={client_ca}", f"--client-name={cluster.WEBHOOK_CLIENT_NAME}"]
     releaser_argv = [py, "-m", "kubenova.webhooks.quota_controller"]
     procs = []
     for argv, log in ((server_argv, "webhooks.log"), (releaser_argv, "quota-release.log")):

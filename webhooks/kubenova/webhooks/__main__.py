@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from aiohttp import web
@@ -20,6 +21,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cert", type=Path, required=True, help="serving certificate (PEM)")
     p.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
     p.add_argument("--kubeconfig", default=None, help="default: in-cluster, then $KUBECONFIG")
+    p.add_argument(
+        "--client-ca",
+        type=Path,
+        default=os.environ.get("KUBENOVA_WEBHOOK_CLIENT_CA") or None,
+        help="CA (PEM) of the API server's webhook client certificate: reviews from any "
+        "caller without one it signed are refused (default: $KUBENOVA_WEBHOOK_CLIENT_CA; "
+        "unset: callers are not authenticated, and a warning says so)",
+    )
+    p.add_argument(
+        "--client-name",
+        action="append",
+        default=[n for n in os.environ.get("KUBENOVA_WEBHOOK_CLIENT_NAMES", "").split(",") if n],
+        help="common name the client certificate must have (repeat for several; default: "
+        "$KUBENOVA_WEBHOOK_CLIENT_NAMES, comma-separated; none: any the CA signed)",
+    )
     defaults = ratelimit.Limits()
     for flag, value in (
         ("--namespace-creates", defaults.namespace_creates),
@@ -60,7 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     quotas = store.HTTPStore(api)
     ledger = quota.QuotaLedger(quotas)
     adm = admission.Admission(api, cat, ledger, ratelimit.RateLimiter(limits))
-    application = server.app(adm)
+    auth = (
+        server.ClientAuth(args.client_ca, frozenset(args.client_name)) if args.client_ca else None
+    )
+    if auth is None:
+        logging.getLogger(__name__).warning(
+            "no --client-ca: reviews are not authenticated, so anything that reaches this port "
+            "can ask for them; give the CA of the API server's webhook client certificate"
+        )
+    application = server.app(adm, auth)
 
     async def start_catalog(_: web.Application) -> None:
         await cat.start()
@@ -81,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         application,
         host=args.host,
         port=args.port,
-        ssl_context=server.tls(args.cert, args.key),
+        ssl_context=server.tls(args.cert, args.key, args.client_ca),
         shutdown_timeout=args.shutdown_timeout,
         print=None,
         access_log=None,

@@ -31,6 +31,7 @@ from kubenova.webhooks import (
     ratelimit,
     review,
     rules,
+    sizes,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class Admission:
         )
 
     async def _vm(self, req: review.Request) -> review.Verdict:
+        too_big = sizes.metadata_problem(req.object)
+        if too_big is not None:
+            return self._invalid(req, [rules.Problem("metadata", too_big)])
         if req.operation == "CREATE" and req.object is not None:
             return await self._vm_create(req, VirtualMachine.parse(req.object))
         if req.operation == "UPDATE" and req.object is not None and req.old_object is not None:
@@ -130,13 +134,19 @@ class Admission:
         )
         if problems:
             return self._invalid(req, problems)
+        assert flavor is not None, "vm_create reports a missing flavor"
+        # The charge is what the flavor costs, never what the object says it costs: the marks
+        # the mutating webhook wrote must agree with it (they are what the release subtracts).
+        try:
+            charge = quota_math.charge_of(flavor)
+        except quota_math.ChargeError as e:
+            return self._invalid(req, [rules.Problem("spec.flavor", f"{e}; ask an admin")])
+        problems = rules.quota_marks(vm, charge, quota_math.resources_of(flavor))
+        if problems:
+            return self._invalid(req, problems)
         limited = self._rate(req, ratelimit.Operation.CREATE)
         if limited:
             return limited
-        recorded = vm.metadata.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
-        charge = quota_math.parse_charge(recorded) if recorded else None
-        if charge is None:
-            return review.allow()
         result = await self.ledger.charge(req.namespace, charge, dry_run=req.dry_run)
         metrics.QUOTA_CONFLICTS.inc(result.conflicts)
         if result.contended:

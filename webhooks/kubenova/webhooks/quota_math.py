@@ -46,6 +46,28 @@ def charge_for(flavor_name: str, resources: VMResources) -> QuotaAmounts:
     )
 
 
+MAX_VM_MEMORY = Quantity("64Ti")
+"""The most memory one VM may be charged (beyond any real host)."""
+
+
+class ChargeError(ValueError):
+    """A flavor whose charge would be negative or beyond any real VM."""
+
+
+def charge_of(flavor: Flavor) -> QuotaAmounts:
+    """What one VM of `flavor` is charged, from the flavor alone; every amount non-negative
+    and bounded (ChargeError otherwise, naming the flavor's field)."""
+    charge = charge_for(flavor.metadata.name, resources_of(flavor))
+    name = f"Flavor {flavor.metadata.name}"
+    if not 1 <= (charge.vcpus or 0) <= 1024:
+        raise ChargeError(f"{name}: spec.vcpus must be 1 to 1024")
+    if charge.memory is None or not Quantity("0") < charge.memory <= MAX_VM_MEMORY:
+        raise ChargeError(f"{name}: spec.memory must be more than 0 and at most {MAX_VM_MEMORY}")
+    if not 0 <= (charge.gpus or 0) <= 64:
+        raise ChargeError(f"{name}: spec.gpus must add up to at most 64 devices")
+    return charge
+
+
 def _q(q: Quantity | None) -> Quantity:
     return _ZERO if q is None else q
 

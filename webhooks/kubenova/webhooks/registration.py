@@ -4,7 +4,9 @@ kinds to the admission server, by URL (tests, development) or by Service (the ch
 Both fail closed (`failurePolicy: Fail`): an unreachable webhook must not let an uncharged VM
 in. Only the main resources are routed, never `/status`, so status writes by the operator and
 the agents (phase changes, a migration's progress) never pass through admission and are never
-charged.
+charged. Deletes never depend on the webhook either: VM deletes are not routed, and neither
+is an update of an object being deleted that leaves its spec alone (a finalizer coming off),
+so an unreachable webhook cannot keep a VM from going away.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from typing import Any
 from kubenova.api import constants
 
 NAME = "kubenova"
+
+NOT_A_FINALIZER_UPDATE = {
+    "name": "not-a-finalizer-update",
+    "expression": "request.operation != 'UPDATE' || !has(object.metadata.deletionTimestamp)"
+    " || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec",
+}
+"""matchCondition: skip updates of an object being deleted that leave its spec as it was."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,9 @@ def configurations(
         "timeoutSeconds": timeout_seconds,
         "matchPolicy": "Equivalent",
     }
-    scoped = dict(common, namespaceSelector=namespace_selector or {})
+    scoped = dict(
+        common, namespaceSelector=namespace_selector or {}, matchConditions=[NOT_A_FINALIZER_UPDATE]
+    )
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",

@@ -67,8 +67,8 @@ class Request:
     def trace_id(self) -> str | None:
         """The object's trace id annotation, if it has one yet."""
         for obj in (self.object, self.old_object):
-            annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
-            tid = annotations.get(TRACE_ANNOTATION)
+            annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+            tid = annotations.get(TRACE_ANNOTATION) if isinstance(annotations, dict) else None
             if isinstance(tid, str) and tid:
                 return tid
         return None
@@ -80,25 +80,76 @@ class Request:
         return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{name}"
 
 
+_OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+
+def _object(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ReviewError(f"request.{key} must be an object, not {type(value).__name__}")
+    meta = value.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise ReviewError(f"request.{key}.metadata must be an object, not {type(meta).__name__}")
+    return value
+
+
+def _text(raw: dict[str, Any], key: str, where: str = "request") -> str:
+    value = raw.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ReviewError(f"{where}.{key} must be a string, not {type(value).__name__}")
+    return value
+
+
 def parse(body: Any) -> Request:
-    """The request of an AdmissionReview body, or ReviewError naming what is wrong."""
+    """The request of an AdmissionReview body, or ReviewError naming what is wrong. Checks
+    the shape of everything it reads, so a malformed review is a 400, never a crash."""
     if not isinstance(body, dict) or body.get("kind") != "AdmissionReview":
         raise ReviewError("expected an admission.k8s.io/v1 AdmissionReview")
     raw = body.get("request")
     if not isinstance(raw, dict) or "uid" not in raw or "kind" not in raw:
         raise ReviewError("the AdmissionReview has no request with uid and kind")
-    obj, old = raw.get("object"), raw.get("oldObject")
-    meta = (obj or old or {}).get("metadata", {})
+    uid = raw["uid"]
+    if not isinstance(uid, str) or not uid:
+        raise ReviewError("request.uid must be a non-empty string")
+    kind = raw["kind"]
+    if not isinstance(kind, dict) or not isinstance(kind.get("kind", ""), str):
+        raise ReviewError("request.kind must be an object with a string kind")
+    operation = raw.get("operation", "CREATE")
+    if operation not in _OPERATIONS:
+        raise ReviewError(f"request.operation must be one of {', '.join(_OPERATIONS)}")
+    obj, old = _object(raw, "object"), _object(raw, "oldObject")
+    meta = (obj or old or {}).get("metadata") or {}
+    namespace = _text(raw, "namespace") or _text(meta, "namespace", "request.object.metadata")
+    for key, o in (("object", obj), ("oldObject", old)):
+        own = (o or {}).get("metadata") or {}
+        # The API server never sends an object of another namespace than the request's; a
+        # review that does is forged, and would charge (and show) someone else's quota.
+        theirs = _text(own, "namespace", f"request.{key}.metadata")
+        if theirs and theirs != namespace:
+            raise ReviewError(
+                f"request.{key}.metadata.namespace {theirs!r} is not the request's "
+                f"namespace {namespace!r}"
+            )
+    user = raw.get("userInfo") or {}
+    if not isinstance(user, dict):
+        raise ReviewError("request.userInfo must be an object")
+    dry_run = raw.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise ReviewError("request.dryRun must be true or false")
     return Request(
-        uid=str(raw["uid"]),
-        kind=str(raw["kind"].get("kind", "")),
-        operation=raw.get("operation", "CREATE"),
-        namespace=str(raw.get("namespace") or meta.get("namespace") or ""),
-        name=str(raw.get("name") or meta.get("name") or ""),
-        object=obj if isinstance(obj, dict) else None,
-        old_object=old if isinstance(old, dict) else None,
-        dry_run=bool(raw.get("dryRun", False)),
-        username=str((raw.get("userInfo") or {}).get("username", "")),
+        uid=uid,
+        kind=str(kind.get("kind", "")),
+        operation=operation,
+        namespace=namespace,
+        name=_text(raw, "name") or _text(meta, "name", "request.object.metadata"),
+        object=obj,
+        old_object=old,
+        dry_run=dry_run,
+        username=_text(user, "username", "request.userInfo"),
     )
 
 

@@ -16,8 +16,10 @@ from kubenova.api.flavor import Flavor
 from kubenova.api.meta import LabelSelector, SelectorOperator
 from kubenova.api.migration import VMMigration
 from kubenova.api.pool import ResourcePool
+from kubenova.api.quota import QuotaAmounts
 from kubenova.api.text import control_character
-from kubenova.api.vm import VirtualMachine, VMPhase
+from kubenova.api.vm import VirtualMachine, VMPhase, VMResources
+from kubenova.webhooks import quota_math
 
 REASON_INVALID = "Invalid"
 """Denial reason (and metric label) of a validation failure."""
@@ -139,6 +141,32 @@ def host_inputs(
                     f"contains the control character {bad}; use printable text only",
                 )
             )
+    return problems
+
+
+def quota_marks(vm: VirtualMachine, charge: QuotaAmounts, size: VMResources) -> list[Problem]:
+    """The charge annotation and spec.resources the mutating webhook wrote from the flavor,
+    unchanged: a VM never brings its own price or size. They differ only when the review did
+    not come through the mutating webhook, or the flavor changed in between."""
+    problems: list[Problem] = []
+    key = constants.ANNOTATION_QUOTA_CHARGED
+    if vm.metadata.annotations.get(key) != quota_math.format_charge(charge):
+        problems.append(
+            Problem(
+                f"metadata.annotations[{key}]",
+                f"is set by kubenova from flavor {vm.spec.flavor!r} (to "
+                f"{quota_math.format_charge(charge)}), never by the VM; remove it and create "
+                "the VM again",
+            )
+        )
+    if vm.spec.resources != size:
+        problems.append(
+            Problem(
+                "spec.resources",
+                f"is copied from flavor {vm.spec.flavor!r} by kubenova; remove it and create "
+                "the VM again",
+            )
+        )
     return problems
 
 

@@ -128,10 +128,15 @@ class HTTPStore:
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self) -> dict[str, str]:
-        if self.config.refresh_api_key_hook is not None:
-            self.config.refresh_api_key_hook(self.config)
-        token = self.config.get_api_key_with_prefix("authorization")
-        return {"Authorization": token} if token else {}
+        # What the kubernetes client itself sends: its loaders keep the token under
+        # `BearerToken` (in-cluster and kubeconfig alike); asking for `authorization` found
+        # nothing, so a service account called the API server as system:anonymous.
+        # auth_settings() runs the refresh hook, so rotated tokens are picked up.
+        headers: dict[str, str] = {}
+        for setting in self.config.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"]).title()] = str(setting["value"])
+        return headers
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
