@@ -744,9 +744,12 @@ state = "{run}/containerd"
         for _ in range(50):
             pids: set[int] = set()
             for top in self._cgroups(i):
-                for procs in top.rglob("cgroup.procs"):
-                    with contextlib.suppress(OSError):
-                        pids.update(int(p) for p in procs.read_text().split())
+                # os.walk, not rglob: cgroups vanish while we walk (runc removes its own)
+                for parent, _, files in os.walk(top):
+                    if "cgroup.procs" in files:
+                        with contextlib.suppress(OSError):
+                            procs = Path(parent, "cgroup.procs").read_text()
+                            pids.update(int(p) for p in procs.split())
             live = [p for p in pids if _alive(p)]
             if not live:
                 return
@@ -774,13 +777,9 @@ state = "{run}/containerd"
         for point in sorted(mounts, key=len, reverse=True):
             _run("umount", "-l", point, check=False)
         for top in self._cgroups(i):
-            for sub in sorted(
-                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            ):
+            for parent, _, _ in os.walk(top, topdown=False):  # deepest first
                 with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
+                    Path(parent).rmdir()
 
 
 if __name__ == "__main__":  # `python -m kubenova.dev.node forward FD NETNS PORT` (from up)

@@ -1,0 +1,1 @@
+"""The chart on real Kubernetes nodes (kubenova-dev node): kubelets, containerd, the built image."""
