@@ -329,6 +329,7 @@ def test_each_component_may_do_only_what_it_needs(
         ("agent", "list", "secrets", "", "", False),
         ("agent", "watch", "secrets", "", "", False),
         ("agent", "get", "secrets", "", "", True),
+        ("agent", "create", "events", "", "", True),
         ("webhooks", "update", "vmquotas.kubenova.io", "status", "", True),
         ("webhooks", "list", "flavors.kubenova.io", "", "", True),
         ("webhooks", "patch", "hosts.kubenova.io", "", "", False),

@@ -77,7 +77,7 @@ def test_vm_runs_stops_and_is_deleted_with_its_domain(
     assert running["status"]["domainUUID"] == running["metadata"]["uid"]
     assert running["status"]["ip"].startswith("192.168.122."), "the test network's lease"
     assert running["status"]["addresses"] == [running["status"]["ip"]]
-    assert [h["action"] for h in running["status"]["history"]][-1] == "Running"
+    assert [h["action"] for h in running["status"]["history"]][-1] == "Started"
     assert {h["actor"] for h in running["status"]["history"]} == {f"agent/{host}"}
     wait_for("the Host to count the domain", lambda: (
         (_host(test_cluster, host) or {}).get("status", {}).get("domains") == 1

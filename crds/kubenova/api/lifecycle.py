@@ -8,10 +8,19 @@ to the VM's bounded operation history.
     Pending ─Bound─► Scheduled ─DomainStarting─► Starting ─DomainRunning─► Running
     Running ─StopRequested─► Stopping ─DomainStopped─► Stopped ─DomainStarting─► Starting
     Running ─DomainCrashed─► Failed ─DomainStarting─► Starting          (RerunOnFailure, Always)
+    Running ─GuestShutdown─► Stopped                    (the guest powered itself off)
     Running ─MigrationStarted─► Migrating ─MigrationSucceeded/Failed─► Running
-    any bound phase ─HostLost─► Unknown ─HostBack─► (agent reports again) / ─Rescheduled─► Pending
-    Stopped, Failed ─Rescheduled─► Pending                (drained off its host, unbound)
+    any bound phase ─HostLost─► Unknown ─HostBack─► Scheduled (its agent reports again)
+    Unknown ─Rescheduled─► Pending                        (fenced host: placed elsewhere)
+    Stopped, Failed ─Rescheduled─► Pending                (moved without its disk: see draining)
     any ─DeleteRequested─► Deleting
+
+The Domain* events, StopRequested and GuestShutdown are the node agent's observations of the
+VM's libvirt domain. What the agent sees is what is true, so each is valid from every phase
+the agent owns (Scheduled, Starting, Running, Stopping, Stopped, Failed, Unknown): a user who
+flips the run strategy back mid-stop makes Stopping → Running, a crash being restarted makes
+Running → Starting. The agent never reports a Pending or Migrating VM (those are the
+operator's), and nothing leaves Deleting.
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ class Event(StrEnum):
     DOMAIN_STOPPED = "DomainStopped"
     GUEST_SHUTDOWN = "GuestShutdown"
     DOMAIN_CRASHED = "DomainCrashed"
+    DOMAIN_FAILED = "DomainFailed"
+    """The agent could not carry the VM out (its flavor is gone, libvirt refused the domain)."""
+    DOMAIN_UNKNOWN = "DomainUnknown"
+    """libvirt reports a state the agent does not know."""
     MIGRATION_STARTED = "MigrationStarted"
     MIGRATION_SUCCEEDED = "MigrationSucceeded"
     MIGRATION_FAILED = "MigrationFailed"
@@ -46,22 +59,20 @@ class Event(StrEnum):
 
 
 _BOUND = (P.SCHEDULED, P.STARTING, P.RUNNING, P.STOPPING, P.STOPPED, P.FAILED, P.MIGRATING)
+_AGENT = (P.SCHEDULED, P.STARTING, P.RUNNING, P.STOPPING, P.STOPPED, P.FAILED, P.UNKNOWN)
+"""The phases in which the node agent reports what it observes."""
 
 _TABLE: dict[Event, tuple[tuple[tuple[VMPhase, ...], VMPhase], ...]] = {
     Event.BOUND: (((P.PENDING,), P.SCHEDULED),),
     Event.UNSCHEDULABLE: (((P.PENDING,), P.PENDING),),
-    Event.DOMAIN_STARTING: (
-        ((P.SCHEDULED, P.STOPPED, P.FAILED, P.UNKNOWN, P.STARTING), P.STARTING),
-    ),
-    Event.DOMAIN_RUNNING: (
-        ((P.SCHEDULED, P.STARTING, P.STOPPED, P.FAILED, P.UNKNOWN, P.RUNNING), P.RUNNING),
-    ),
-    Event.STOP_REQUESTED: (((P.STARTING, P.RUNNING, P.STOPPING), P.STOPPING),),
-    Event.DOMAIN_STOPPED: (
-        ((P.SCHEDULED, P.STARTING, P.RUNNING, P.STOPPING, P.UNKNOWN, P.STOPPED), P.STOPPED),
-    ),
-    Event.GUEST_SHUTDOWN: (((P.STARTING, P.RUNNING, P.STOPPING), P.STOPPED),),
-    Event.DOMAIN_CRASHED: (((P.STARTING, P.RUNNING, P.STOPPING, P.MIGRATING), P.FAILED),),
+    Event.DOMAIN_STARTING: ((_AGENT, P.STARTING),),
+    Event.DOMAIN_RUNNING: ((_AGENT, P.RUNNING),),
+    Event.STOP_REQUESTED: ((_AGENT, P.STOPPING),),
+    Event.DOMAIN_STOPPED: ((_AGENT, P.STOPPED),),
+    Event.GUEST_SHUTDOWN: ((_AGENT, P.STOPPED),),
+    Event.DOMAIN_CRASHED: (((*_AGENT, P.MIGRATING), P.FAILED),),
+    Event.DOMAIN_FAILED: ((_AGENT, P.FAILED),),
+    Event.DOMAIN_UNKNOWN: ((_AGENT, P.UNKNOWN),),
     Event.MIGRATION_STARTED: (((P.RUNNING,), P.MIGRATING),),
     Event.MIGRATION_SUCCEEDED: (((P.MIGRATING,), P.RUNNING),),
     Event.MIGRATION_FAILED: (((P.MIGRATING,), P.RUNNING),),
@@ -80,6 +91,8 @@ _ACTION = {
     Event.DOMAIN_STOPPED: "Stopped",
     Event.GUEST_SHUTDOWN: "GuestShutdown",
     Event.DOMAIN_CRASHED: "Crashed",
+    Event.DOMAIN_FAILED: "Failed",
+    Event.DOMAIN_UNKNOWN: "StateUnknown",
     Event.MIGRATION_STARTED: "MigrationStarted",
     Event.MIGRATION_SUCCEEDED: "Migrated",
     Event.MIGRATION_FAILED: "MigrationFailed",
@@ -92,6 +105,8 @@ _ACTION = {
 _FAILED_RESULT = {
     Event.UNSCHEDULABLE,
     Event.DOMAIN_CRASHED,
+    Event.DOMAIN_FAILED,
+    Event.DOMAIN_UNKNOWN,
     Event.MIGRATION_FAILED,
     Event.HOST_LOST,
 }
@@ -113,6 +128,11 @@ def allowed(phase: VMPhase, event: Event) -> bool:
     return any(phase in sources for sources, _ in _TABLE[event])
 
 
+def action(event: Event) -> str:
+    """The word the history entry and the Kubernetes event of `event` carry ("Started")."""
+    return _ACTION[event]
+
+
 @dataclass(frozen=True)
 class Change:
     """What happened, for the status, the history and the Kubernetes event."""
@@ -121,6 +141,9 @@ class Change:
     actor: str
     message: str = ""
     trace_id: str | None = None
+    reason: str | None = None
+    """`status.reason` after the change, outside Pending (where the message is the reason:
+    why the VM does not fit). The agent's, e.g. "waiting for the guest to power off"."""
 
     @property
     def warning(self) -> bool:
@@ -154,15 +177,31 @@ def _conditions(
     return conds
 
 
+def _state(c: Condition) -> tuple[str, ConditionStatus]:
+    return c.type, c.status
+
+
 def apply(
     status: VirtualMachineStatus, change: Change, now: dt.datetime
 ) -> tuple[VirtualMachineStatus, bool]:
     """The status after `change`, and whether the phase changed. Raises InvalidTransitionError
     for an event the phase does not allow. Repeating an event that leaves the phase as it is
-    (a second Unschedulable with the same message) changes nothing, so it writes nothing."""
+    (a second Unschedulable with the same message) changes nothing, so it writes nothing.
+
+    Outside Pending, an event that leaves the phase as it is (the agent seeing a Running VM
+    paused) appends no history entry: only the reason, and conditions that lag the phase
+    (written before they were kept), are brought up to date."""
     phase = next_phase(status.phase, change.event)
-    reason = change.message if phase is P.PENDING else None
-    if phase is status.phase and status.reason == reason and change.event is not Event.BOUND:
+    reason = change.message if phase is P.PENDING else change.reason
+    same = phase is status.phase and change.event is not Event.BOUND
+    if same and phase is not P.PENDING:
+        conditions = _conditions(status, phase, change, now)
+        if [_state(c) for c in conditions] == [_state(c) for c in status.conditions]:
+            conditions = status.conditions  # only messages differ: keep what is written
+        if status.reason == reason and conditions is status.conditions:
+            return status, False
+        return status.model_copy(update={"reason": reason, "conditions": conditions}), False
+    if same and status.reason == reason:
         return status, False
     entry = Operation(
         time=now,
@@ -182,6 +221,11 @@ def apply(
         }
     )
     return new, phase is not status.phase
+
+
+def target(event: Event) -> VMPhase:
+    """The phase `event` leads to (each event has one, whatever phase it comes from)."""
+    return _TABLE[event][0][1]
 
 
 def wants_running(strategy: RunStrategy, status: VirtualMachineStatus) -> bool:

@@ -22,6 +22,7 @@ import kubernetes
 from kubenova.api import constants
 from kubenova.api.vm import VMPhase
 from kubenova.kube import client, leases
+from kubenova.kube.events import EventRecorder
 from kubenova.node_agent import VERSION, decide, hostfacts, metrics, migrations, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.hypervisor import DomainState, HostFacts, Hypervisor, Load, Owner
@@ -56,7 +57,9 @@ class Agent:
         )
         self.queue = WorkQueue()
         self.informer = VMInformer(self.kube, self.queue.add)
-        self.reconciler = Reconciler(cfg, self.hv, self.kube)
+        # The VMs' phase changes as Kubernetes events, next to the operator's.
+        self.events = EventRecorder(api, "kubenova-agent", cfg.host)
+        self.reconciler = Reconciler(cfg, self.hv, self.kube, self.events)
         self.migrations = migrations.Migrations(cfg, self.hv, self.kube, self.informer.get)
         self.lease = leases.LeaseClient(api, cfg.namespace, cfg.lease_name)
         self._orphans: dict[str, dt.datetime] = {}
@@ -95,6 +98,7 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.informer.run())
+                tg.create_task(self.events.run())
                 tg.create_task(self._every(self.cfg.heartbeat_seconds, self.heartbeat))
                 tg.create_task(self._every(self.cfg.report_seconds, self.report))
                 tg.create_task(self._resync_loop())

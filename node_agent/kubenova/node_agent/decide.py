@@ -1,5 +1,7 @@
-"""What the agent does with a VM's domain, and which phase it reports. Pure: inputs are the
-VM's wishes and the observed domain; outputs are actions, a phase and when to look again.
+"""What the agent does with a VM's domain, and what it reports. Pure: inputs are the VM's
+wishes and the observed domain; outputs are actions, the lifecycle event the agent observed
+(which `kubenova.api.lifecycle` turns into a phase, conditions and a history entry) and when
+to look again.
 
 `decide()` is idempotent: run it again on what the actions produced and it asks for nothing
 new, so a restarted agent (or a duplicated event) never defines or starts a domain twice.
@@ -12,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from kubenova.api import lifecycle
+from kubenova.api.lifecycle import Event
 from kubenova.api.vm import RunStrategy, VMPhase
 from kubenova.node_agent.hypervisor import Domain, DomainState, StopCause
 
@@ -124,37 +128,45 @@ def _stop(
 
 @dataclass(frozen=True)
 class Report:
-    phase: VMPhase
+    event: Event
+    """What the agent observed, as the lifecycle event it applies."""
     reason: str = ""
+
+    @property
+    def phase(self) -> VMPhase:
+        return lifecycle.target(self.event)
 
 
 def report(wish: Wish, domain: Domain | None, stopping: bool) -> Report:
-    """The phase the agent reports for what it observes."""
+    """What the agent reports for what it observes."""
     if wish.deleting:
-        return Report(VMPhase.DELETING, "the domain is being removed")
+        return Report(Event.DELETE_REQUESTED, "the domain is being removed")
     if domain is None:
         if wish.run_strategy == RunStrategy.HALTED:
-            return Report(VMPhase.STOPPED, "runStrategy is Halted")
-        return Report(VMPhase.STARTING, "defining the domain")
+            return Report(Event.DOMAIN_STOPPED, "runStrategy is Halted")
+        return Report(Event.DOMAIN_STARTING, "defining the domain")
     if domain.state == DomainState.RUNNING:
         if stopping or wish.run_strategy == RunStrategy.HALTED:
-            return Report(VMPhase.STOPPING, "waiting for the guest to power off")
-        return Report(VMPhase.RUNNING)
+            return Report(Event.STOP_REQUESTED, "waiting for the guest to power off")
+        return Report(Event.DOMAIN_RUNNING)
     if domain.state == DomainState.PAUSED:
-        return Report(VMPhase.RUNNING, "paused")
+        return Report(Event.DOMAIN_RUNNING, "paused")
     if domain.state == DomainState.SHUTTING_DOWN:
-        return Report(VMPhase.STOPPING, "the guest is shutting down")
+        return Report(Event.STOP_REQUESTED, "the guest is shutting down")
     if domain.state == DomainState.CRASHED or domain.cause in (StopCause.CRASHED, StopCause.FAILED):
         if wish.run_strategy in (RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE):
-            return Report(VMPhase.STARTING, "restarting after the guest crashed")
-        return Report(VMPhase.FAILED, "the guest crashed")
+            return Report(Event.DOMAIN_STARTING, "restarting after the guest crashed")
+        return Report(Event.DOMAIN_CRASHED, "the guest crashed")
     if domain.state == DomainState.SHUTOFF:
         if wish.run_strategy == RunStrategy.ALWAYS:
-            return Report(VMPhase.STARTING, "starting the domain")
+            return Report(Event.DOMAIN_STARTING, "starting the domain")
         if wish.run_strategy == RunStrategy.HALTED:
-            return Report(VMPhase.STOPPED, "runStrategy is Halted")
-        return Report(VMPhase.STOPPED, f"the guest stopped ({domain.cause})")
-    return Report(VMPhase.UNKNOWN, f"libvirt reports state {domain.state}")
+            return Report(Event.DOMAIN_STOPPED, "runStrategy is Halted")
+        if domain.cause == StopCause.SHUTDOWN:
+            # The guest powered itself off: Manual and RerunOnFailure leave it so.
+            return Report(Event.GUEST_SHUTDOWN, "the guest powered off")
+        return Report(Event.DOMAIN_STOPPED, f"the guest stopped ({domain.cause})")
+    return Report(Event.DOMAIN_UNKNOWN, f"libvirt reports state {domain.state}")
 
 
 @dataclass(frozen=True)

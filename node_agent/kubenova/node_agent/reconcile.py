@@ -1,6 +1,10 @@
 """One reconcile pass for one VM: observe its domain, `decide.decide()`, carry the actions
-out, observe again and report the phase. Does I/O (libvirt through `Hypervisor`, Kubernetes
-through `KubeAPI`)."""
+out, observe again and report what it saw. Does I/O (libvirt through `Hypervisor`, Kubernetes
+through `KubeAPI`).
+
+The report goes through the VM lifecycle state machine (`kubenova.api.lifecycle.apply`), the
+same path as the operator's phase changes: the phase, the conditions (`Ready`), the history
+entry and the Kubernetes event of a change come from one place and never disagree."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kubenova.api import constants
+from kubenova.api import constants, lifecycle
 from kubenova.api.flavor import FlavorSpec
-from kubenova.api.meta import Condition, ConditionStatus, InvalidObjectError, set_condition
-from kubenova.api.vm import Operation, RunStrategy, VirtualMachine, VMPhase, VMResources
+from kubenova.api.lifecycle import Change, Event
+from kubenova.api.meta import InvalidObjectError
+from kubenova.api.vm import RunStrategy, VirtualMachine, VirtualMachineStatus, VMPhase, VMResources
 from kubenova.kube import client, logs
+from kubenova.kube.events import EventRecorder, ref_of
 from kubenova.node_agent import decide, domain_xml, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.decide import Action
@@ -38,10 +44,17 @@ class Outcome:
 
 
 class Reconciler:
-    def __init__(self, cfg: AgentConfig, hv: Hypervisor, kube: KubeAPI) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        hv: Hypervisor,
+        kube: KubeAPI,
+        events: EventRecorder | None = None,
+    ) -> None:
         self.cfg = cfg
         self.hv = hv
         self.kube = kube
+        self.events = events
         self.actor = f"agent/{cfg.host}"
         self._stopping: dict[str, dt.datetime] = {}
 
@@ -182,64 +195,74 @@ class Reconciler:
     ) -> None:
         r = decide.report(wish, domain, stopping)
         addresses = await self.hv.addresses(domain.name) if domain and domain.active else []
-        status: dict[str, Any] = {
-            "phase": str(r.phase),
-            "reason": r.reason or None,
+        fields: dict[str, Any] = {
             "domainUUID": domain.uuid if domain else None,
             "ip": addresses[0] if addresses else None,
             "addresses": addresses,
         }
         if domain is not None and domain.serial_log:
-            status["serialLog"] = domain.serial_log
-        await self._write(vm, status)
+            fields["serialLog"] = domain.serial_log
+        await self._write(vm, r.event, r.reason, fields)
 
     async def _report_failure(self, vm: VirtualMachine, message: str) -> None:
-        status = {"phase": str(VMPhase.FAILED), "reason": message[:1000]}
         try:
-            await self._write(vm, status)
+            await self._write(vm, Event.DOMAIN_FAILED, message[:1000], {})
         except Exception as e:  # the error itself is logged by the caller
             log.debug("could not report the failure: %s", e)
 
-    async def _write(self, vm: VirtualMachine, status: dict[str, Any]) -> None:
+    def _observe(
+        self, vm: VirtualMachine, event: Event, reason: str, now: dt.datetime
+    ) -> tuple[VirtualMachineStatus, list[Change]]:
+        """The VM's status after what the agent saw, through the lifecycle state machine, and
+        the changes that made a history entry (each gets its Kubernetes event)."""
+        trace_id = logs.current_trace_id()
+        status = vm.status
+        made: list[Change] = []
+        steps: list[Change] = []
+        if status.phase is VMPhase.UNKNOWN and event is not Event.DOMAIN_UNKNOWN:
+            # The operator marked the VM Unknown when this host went silent; it is back.
+            message = f"the agent on {self.cfg.host} reports the VM again"
+            steps.append(Change(Event.HOST_BACK, self.actor, message, trace_id))
+        steps.append(Change(event, self.actor, reason, trace_id, reason=reason or None))
+        for change in steps:
+            status, changed = lifecycle.apply(status, change, now)
+            if changed:
+                made.append(change)
+        return status, made
+
+    async def _write(
+        self, vm: VirtualMachine, event: Event, reason: str, fields: dict[str, Any]
+    ) -> None:
         current = vm.status
+        now = dt.datetime.now(dt.UTC)
+        new, made = self._observe(vm, event, reason, now)
         unchanged = (
-            str(current.phase) == status["phase"]
-            and (current.reason or None) == status.get("reason")
-            and current.domain_uuid == status.get("domainUUID", current.domain_uuid)
-            and current.addresses == status.get("addresses", current.addresses)
+            new is current
+            and current.domain_uuid == fields.get("domainUUID", current.domain_uuid)
+            and current.addresses == fields.get("addresses", current.addresses)
             and current.observed_generation == vm.metadata.generation
         )
         if unchanged:
             return
-        now = dt.datetime.now(dt.UTC)
-        phase = VMPhase(status["phase"])
-        body_status = dict(status)
-        body_status["observedGeneration"] = vm.metadata.generation
-        if phase != current.phase:
-            entry = Operation(
-                time=now,
-                action=str(phase),
-                actor=self.actor,
-                result="Failed" if phase == VMPhase.FAILED else "Succeeded",
-                message=status.get("reason") or "",
-                trace_id=logs.current_trace_id(),
-            )
-            history = [*current.history, entry][-constants.MAX_HISTORY :]
-            body_status["history"] = [h.to_dict() for h in history]
-            running = Condition(
-                type=constants.COND_RUNNING,
-                status=ConditionStatus.TRUE if phase == VMPhase.RUNNING else ConditionStatus.FALSE,
-                reason=str(phase),
-                message=status.get("reason") or "",
-                observed_generation=vm.metadata.generation,
-            )
-            conditions = set_condition(current.conditions, running, now)
-            body_status["conditions"] = [c.to_dict() for c in conditions]
+        body_status: dict[str, Any] = {
+            "phase": str(new.phase),
+            "reason": new.reason,
+            "conditions": [c.to_dict() for c in new.conditions],
+            "history": [h.to_dict() for h in new.history],
+            **fields,
+            "observedGeneration": vm.metadata.generation,
+        }
         body = {
             "metadata": {"resourceVersion": vm.metadata.resource_version},
             "status": body_status,
         }
         key = f"{vm.metadata.namespace}/{vm.metadata.name}"
         await self.kube.patch_vm_status(vm.metadata.namespace or "", vm.metadata.name, body)
-        if phase != current.phase:
-            log.info("VM %s is %s", key, phase, extra={"vm": key, "phase": str(phase)})
+        for change in made:
+            what = lifecycle.action(change.event)
+            if self.events is not None:
+                kind = "Warning" if change.warning else "Normal"
+                message = change.message or f"{what} on host {self.cfg.host}"
+                self.events.emit(ref_of(vm), kind, what, message)
+        if new.phase is not current.phase:
+            log.info("VM %s is %s", key, new.phase, extra={"vm": key, "phase": str(new.phase)})

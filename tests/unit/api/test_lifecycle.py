@@ -122,3 +122,69 @@ def test_wants_running_follows_the_run_strategy(
     strategy: RunStrategy, events: list[Event], wants: bool
 ) -> None:
     assert lifecycle.wants_running(strategy, _walk(*events)) is wants
+
+
+AGENT_EVENTS = [
+    Event.DOMAIN_STARTING,
+    Event.DOMAIN_RUNNING,
+    Event.STOP_REQUESTED,
+    Event.DOMAIN_STOPPED,
+    Event.GUEST_SHUTDOWN,
+    Event.DOMAIN_CRASHED,
+    Event.DOMAIN_FAILED,
+    Event.DOMAIN_UNKNOWN,
+]
+AGENT_PHASES = [P.SCHEDULED, P.STARTING, P.RUNNING, P.STOPPING, P.STOPPED, P.FAILED, P.UNKNOWN]
+
+
+@pytest.mark.parametrize("phase", AGENT_PHASES)
+@pytest.mark.parametrize("event", AGENT_EVENTS)
+def test_what_the_agent_observes_is_valid_from_every_phase_it_owns(
+    phase: VMPhase, event: Event
+) -> None:
+    s, _ = lifecycle.apply(VirtualMachineStatus(phase=phase), Change(event, "agent/h1"), T0)
+    assert s.phase is lifecycle.target(event)
+
+
+@pytest.mark.parametrize("event", AGENT_EVENTS)
+@pytest.mark.parametrize("phase", [P.PENDING, P.DELETING])
+def test_the_agent_cannot_move_a_pending_or_deleting_vm(phase: VMPhase, event: Event) -> None:
+    with pytest.raises(InvalidTransitionError):
+        lifecycle.apply(VirtualMachineStatus(phase=phase), Change(event, "agent/h1"), T0)
+
+
+def test_a_repeated_observation_appends_no_history_but_updates_the_reason() -> None:
+    running = _walk(Event.BOUND, Event.DOMAIN_RUNNING)
+    paused, changed = lifecycle.apply(
+        running, Change(Event.DOMAIN_RUNNING, "agent/h1", "paused", reason="paused"), T0
+    )
+    assert not changed
+    assert (paused.reason, paused.history) == ("paused", running.history)
+    again, _ = lifecycle.apply(
+        paused, Change(Event.DOMAIN_RUNNING, "agent/h1", "paused", reason="paused"), T0
+    )
+    assert again is paused, "nothing to write"
+
+
+def test_a_running_vm_written_without_ready_gets_it_from_its_next_observation() -> None:
+    old = VirtualMachineStatus(phase=P.RUNNING)  # written by an agent that bypassed apply()
+    s, _ = lifecycle.apply(old, Change(Event.DOMAIN_RUNNING, "agent/h1"), T0)
+    assert {c.type: c.status.value for c in s.conditions}[constants.COND_READY] == "True"
+    assert s.history == [], "no phase change, no history entry"
+
+
+@given(st.lists(st.sampled_from([*AGENT_EVENTS, Event.HOST_BACK, Event.HOST_LOST]), max_size=40))
+def test_ready_history_and_phase_never_disagree(events: list[Event]) -> None:
+    s, _ = lifecycle.apply(VirtualMachineStatus(), Change(Event.BOUND, "operator"), T0)
+    for i, ev in enumerate(events):
+        if not lifecycle.allowed(s.phase, ev):
+            continue
+        before = s
+        s, changed = lifecycle.apply(s, Change(ev, "agent/h1"), T0 + dt.timedelta(seconds=i))
+        conds = {c.type: c.status.value for c in s.conditions}
+        ready = "True" if s.phase in (P.RUNNING, P.MIGRATING) else "False"
+        assert conds[constants.COND_READY] == conds[constants.COND_RUNNING] == ready
+        if changed:
+            assert s.history[-1].action == lifecycle.action(ev)
+        else:
+            assert s.history == before.history
