@@ -42,6 +42,7 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
+    "tests.fixtures.faultproxy",
     "tests.fixtures.webhook",
     "tests.fixtures.libvirt",
     "tests.fixtures.libvirt_pair",

@@ -8,7 +8,6 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
-from kubenova.dev import faultproxy, faults
 from kubenova.dev.faults import Fault, Rule
-from kubenova.kube import client
 from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.faultproxy import Proxy
 from tests.fixtures.operator import Cluster
 
 pytestmark = pytest.mark.apiserver
@@ -30,33 +28,9 @@ G, V = constants.GROUP, constants.VERSION
 MERGE = "application/merge-patch+json"
 
 
-class Proxy:
-    def __init__(self, cluster: LocalCluster, folder: Path) -> None:
-        self.plan = faults.FaultPlan(seed=1)
-        self.proxy = faultproxy.FaultProxy(cluster.kubeconfig, folder, self.plan)
-        self.thread = faultproxy.ProxyThread(self.proxy)
-        self.clients: list[Any] = []
-
-    def rules(self, *rules: Rule) -> None:
-        self.plan.replace_rules(rules)
-
-    def client(self, component: str = "operator", kubeconfig: Path | None = None) -> Any:
-        listener = self.proxy.listeners.get(component) or self.thread.add(component, kubeconfig)
-        api = client.api_client(str(listener.kubeconfig))
-        self.clients.append(api)
-        return api
-
-    def close(self) -> None:
-        for api in self.clients:
-            api.close()
-        self.thread.stop()
-
-
 @pytest.fixture
-def proxy(test_cluster: LocalCluster, tmp_path: Path) -> Iterator[Proxy]:
-    p = Proxy(test_cluster, tmp_path / "proxy")
-    yield p
-    p.close()
+def proxy(fault_proxy: Proxy) -> Proxy:
+    return fault_proxy
 
 
 def patch_status(api: Any, ns: str, name: str, host: str) -> Any:
@@ -82,7 +56,7 @@ class TestForwarding:
         custom: Any = kubernetes.client.CustomObjectsApi(api)
         items = custom.list_namespaced_custom_object(G, V, namespace, "virtualmachines")["items"]
         assert [i["metadata"]["name"] for i in items] == ["web-1"]
-        counts = proxy.proxy.counts()
+        counts = proxy.counts()
         assert counts["requests"] >= 2
         assert sum(n for k, n in counts.items() if k != "requests") == 0
 
@@ -135,7 +109,7 @@ class TestFaults:
         with pytest.raises((urllib3.exceptions.HTTPError, ConnectionError)):
             patch_status(api, namespace, "web-1", "h1")
         assert kn.get_vm("web-1")["status"]["host"] == "h1"  # it landed
-        assert proxy.proxy.counts()["drop-reply"] == 1
+        assert proxy.counts()["drop-reply"] == 1
 
     @pytest.mark.parametrize("fault", [Fault.CONFLICT, Fault.THROTTLE, Fault.INTERNAL_ERROR,
                                        Fault.UNAVAILABLE])  # fmt: skip
@@ -150,7 +124,7 @@ class TestFaults:
         assert e.value.status == fault.status
         assert "injected by kubenova faultproxy" in (e.value.body or "")
         assert "host" not in kn.get_vm("web-1").get("status", {})  # never reached the server
-        assert proxy.proxy.counts()[fault.value] == 1
+        assert proxy.counts()[fault.value] == 1
 
     def test_a_timeout_holds_then_resets_and_nothing_lands(
         self, proxy: Proxy, kn: Cluster, namespace: str
@@ -163,7 +137,7 @@ class TestFaults:
             patch_status(api, namespace, "web-1", "h1")
         assert time.monotonic() - started >= 1.0
         assert "host" not in kn.get_vm("web-1").get("status", {})
-        assert proxy.proxy.counts()["timeout"] == 1
+        assert proxy.counts()["timeout"] == 1
 
     def test_latency_delays_and_then_forwards(
         self, proxy: Proxy, kn: Cluster, namespace: str
@@ -175,7 +149,7 @@ class TestFaults:
         patch_status(api, namespace, "web-1", "h1")
         assert time.monotonic() - started >= 1.0
         assert kn.get_vm("web-1")["status"]["host"] == "h1"
-        assert proxy.proxy.counts()["latency"] == 1
+        assert proxy.counts()["latency"] == 1
 
     def test_a_lagging_watch_delivers_events_late_and_in_order(
         self, proxy: Proxy, kn: Cluster, namespace: str
@@ -215,7 +189,7 @@ class TestFaults:
                 names.append(event["object"]["metadata"]["name"])
         assert names == ["a"]  # the stream worked until the cut
         assert 1.0 <= time.monotonic() - started < 20  # long before the server's 30 s
-        assert proxy.proxy.counts()["cut-watch"] == 1
+        assert proxy.counts()["cut-watch"] == 1
 
     def test_refuse_resets_and_refuses_new_connections_for_a_while(self, proxy: Proxy) -> None:
         proxy.rules(Rule(Fault.REFUSE, times=1, delay=2.0))
@@ -228,7 +202,7 @@ class TestFaults:
         assert refused
         wait_for("the listener to accept connections again", lambda: connects(port), 10)
         assert core.list_namespace().items  # and it serves again
-        assert proxy.proxy.counts()["refuse"] == 1
+        assert proxy.counts()["refuse"] == 1
 
     def test_rules_target_a_component_by_its_listener(
         self, proxy: Proxy, kn: Cluster, namespace: str

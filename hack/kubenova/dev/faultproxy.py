@@ -134,9 +134,14 @@ class Listener:
             connector=aiohttp.TCPConnector(ssl=self.upstream.ssl_context(), limit=0),
             auto_decompress=False,  # bytes pass through as the API server encoded them
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # Only what the client sent: a body without a Content-Type is JSON to the API
+            # server, and would be application/octet-stream (415) if aiohttp filled it in.
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
-        self._runner = web.ServerRunner(web.Server(self._handle), handle_signals=False)
+        # Open watches would hold a graceful shutdown for a minute; they are cut instead.
+        self._runner = web.ServerRunner(
+            web.Server(self._handle), handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         await self._open()
         self._write_kubeconfig()

@@ -272,8 +272,15 @@ class FaultPlan:
             return out
 
     def fired(self, rule: int) -> int:
+        """How often rule number `rule` injected its fault."""
         with self._lock:
             return self._fired[rule]
+
+    def seen(self, rule: int) -> int:
+        """How many requests rule number `rule` matched (fired or not, counted until an
+        earlier rule fires first)."""
+        with self._lock:
+            return self._seen[rule]
 
 
 def chaos_mix(rate: float = 0.02, watch_cut_after: float = 20.0) -> list[Rule]:

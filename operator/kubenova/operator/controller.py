@@ -78,6 +78,18 @@ class Settings:
     rebalance_period: float = 60.0
     drain_max_attempts: int = 3
     """Failed live migrations of a VM before a drain shuts it down instead."""
+    assumption_ttl: float = 30.0
+    """Seconds an assumed placement may wait for the watch to confirm it before the API is
+    asked what became of its bind."""
+
+
+def _older(a: Resource, b: Resource) -> bool:
+    """Is `a` an older copy of the object than `b`? resourceVersions are opaque to clients,
+    but kube-apiserver's are etcd revisions; anything else counts as not older."""
+    try:
+        return int(a.metadata.resource_version or "") < int(b.metadata.resource_version or "")
+    except ValueError:
+        return False
 
 
 def parse(kind: type[R], body: Mapping[str, Any]) -> R | None:
@@ -127,6 +139,9 @@ class Controller:
             vm = parse(VirtualMachine, body)
             if vm is None:
                 return
+            known = self.world.vms.get(key)
+            if known is not None and _older(vm, known):
+                return  # a lagging watch's copy of a VM this replica has since read afresh
             self.world.upsert_vm(vm)
         self.wake.set()
 
@@ -187,6 +202,7 @@ class Controller:
             self.host_failure.run(),
             self.drains.run(),
             self.rebalance.run(),
+            self._assumption_loop(),
         )
         self._tasks = [asyncio.create_task(c) for c in loops]
 
@@ -293,24 +309,106 @@ class Controller:
                 if seen_at is not None:
                     metrics.PENDING_TO_BOUND_SECONDS.observe(time.monotonic() - seen_at)
                 self.world.queue.done(key)
+            elif not self.leading():
+                self._forget(key)  # nothing was written
             else:
-                self._forget(key)
+                await self._settle_bind(vm, decision.host)
         except Exception:
             log.exception("binding %s failed", key)
             metrics.BINDS.labels("error").inc()
-            self._forget(key)
+            await self._settle_bind(vm, decision.host)
         finally:
             self.world.binding.discard(key)
             self.binds.release()
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, fresh: VirtualMachine | None = None) -> None:
+        """Undo the assumption and queue the VM again if it is still pending (as `fresh`, when
+        the API was just read, so the next bind carries a current resourceVersion)."""
         self.world.binding.discard(key)  # so the upsert below can queue it again
         self.world.cache.forget(key)
         self.world.queue.done(key)
-        vm = self.world.vms.get(key)
+        vm = self._newest(fresh) if fresh is not None else self.world.vms.get(key)
         if vm is not None:
             self.world.upsert_vm(vm)  # back in the queue if still pending
         self.wake.set()
+
+    def _newest(self, fresh: VirtualMachine) -> VirtualMachine | None:
+        """`fresh` unless the watch has since delivered a newer copy; None if it saw the VM
+        deleted."""
+        known = self.world.vms.get(vm_key(fresh))
+        if known is None:
+            return None
+        return known if _older(fresh, known) else fresh
+
+    async def _settle_bind(self, vm: VirtualMachine, host: str) -> None:
+        """A bind that failed may have landed: a status write whose reply was lost is retried
+        by the client and answered 409 (the first attempt moved the resourceVersion on), and a
+        write that timed out or lost its connection may or may not have happened. Forgetting
+        the assumption then would free room the VM really holds, and the next decision would
+        over-commit the host. So the API is asked. Unreadable now: the room stays held, and
+        `_settle_expired` asks again once the assumption has waited `assumption_ttl`."""
+        key = vm_key(vm)
+        try:
+            body = await client.call(
+                self.custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                vm.metadata.namespace,
+                "virtualmachines",
+                vm.metadata.name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                self._forget(key)  # gone; the watch's DELETED event removes it
+                return
+            log.warning("bind of %s to %s: outcome unknown (%s); room kept", key, host, e.status)
+            metrics.BINDS.labels("uncertain").inc()
+            return
+        except Exception as e:
+            log.warning("bind of %s to %s: outcome unknown (%s); room kept", key, host, e)
+            metrics.BINDS.labels("uncertain").inc()
+            return
+        fresh = parse(VirtualMachine, body)
+        if fresh is None:
+            self._forget(key)
+            return
+        if fresh.status.host == host:
+            # It landed; only its reply was lost. Count it as bound, as the watch will.
+            log.info("bind of %s to %s had landed (its reply was lost)", key, host)
+            metrics.BINDS.labels("landed-unseen").inc()
+            self.world.queue.done(key)
+            newest = self._newest(fresh)
+            if newest is not None:
+                self.world.upsert_vm(newest)
+            with contextlib.suppress(ApiException):  # else the status loop labels it
+                await self._label_host(fresh, host, fresh.metadata.resource_version or "")
+            return
+        if fresh.status.host:
+            log.info("%s is bound to %s by another decision", key, fresh.status.host)
+        self._forget(key, fresh)  # unbound: queued again; bound elsewhere: counted there
+
+    async def _assumption_loop(self) -> None:
+        await loops.while_leading(
+            lambda: max(1.0, self.settings.assumption_ttl / 4),
+            self.leading,
+            self._settle_expired,
+            "assumption sweep",
+        )
+
+    async def _settle_expired(self) -> None:
+        """Assumptions the watch never confirmed — their bind's outcome was unknown and the
+        API could not be read then — are settled by reading the API now."""
+        now = self.world.clock()
+        for key in self.world.cache.expired_assumptions(now, self.settings.assumption_ttl):
+            alloc = self.world.cache.allocations.get(key)
+            vm = self.world.vms.get(key)
+            if key in self.world.binding or alloc is None:
+                continue  # a bind is in flight: it settles itself
+            if vm is None:
+                self.world.cache.forget(key)  # deleted meanwhile
+                continue
+            await self._settle_bind(vm, alloc.host)
+        metrics.HOSTS_OVER_CAPACITY.set(len(self.world.cache.hosts_over_capacity()))
 
     async def _write_binding(
         self, vm: VirtualMachine, decision: Decision, trace_id: str | None

@@ -21,6 +21,10 @@ PENDING_TO_BOUND_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("kubenova_scheduling_queue_depth", "Pending VMs by sub-queue.", ["queue"])
 BINDS = Counter("kubenova_binds_total", "Binding attempts by result.", ["result"])
+HOSTS_OVER_CAPACITY = Gauge(
+    "kubenova_hosts_over_capacity",
+    "Hosts with more bound to them than they have (should be 0; the operator logs each VM).",
+)
 UNSCHEDULABLE = Counter(
     "kubenova_scheduling_failures_total",
     "Scheduling attempts that found no host, by the reason that removed the most hosts.",

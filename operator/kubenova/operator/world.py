@@ -102,10 +102,15 @@ class World:
         if req is None or host not in self.cache.hosts:
             return  # counted once its flavor or host is known (see recount_pending)
         slots = self.cache.slots_on(host)
+        over = self.cache.over_commits
         try:
             self.cache.add_vm(req, host, tuple(vm.status.gpu_devices))
         except CacheError as e:
             log.error("cannot count VM %s on host %s: %s", key, host, e)
+        if self.cache.over_commits > over:
+            log.error(
+                "host %s is over-committed: VM %s is bound to it beyond its capacity", host, key
+            )
         if self.cache.slots_on(host) < slots:
             for pool in list(self.cache.hosts[host].pools):
                 self.scheduler.refill_reservations(pool)  # re-place the displaced slots

@@ -146,6 +146,9 @@ class CapacityCache:
         """(namespace, group) → host id → how many of its VMs are there."""
         self._free_ids: list[int] = []
         self._next_id = 0
+        self.over_commits = 0
+        """VMs the informer reported bound to a host that had no room left for them: another
+        scheduler's decision, or a bug; the operator logs each and exports the count."""
 
     # -- hosts ---------------------------------------------------------------------------
 
@@ -272,7 +275,18 @@ class CapacityCache:
             self._drop(a)
         a = self._place(e, vm, taken, assumed=False, now=0.0)
         self._make_room(e)
+        if self.over_capacity(host):
+            # Bound is bound, so it is counted; but never silently (see `over_commits`).
+            self.over_commits += 1
         return a
+
+    def over_capacity(self, host: str) -> bool:
+        """More allocated on `host` than it has, over-commit ratios applied."""
+        e = self.hosts.get(host)
+        return e is not None and (e.free_cpu < 0 or e.free_mem < 0 or e.free_disk < 0)
+
+    def hosts_over_capacity(self) -> list[str]:
+        return sorted(name for name in self.hosts if self.over_capacity(name))
 
     def _make_room(self, e: HostEntry) -> None:
         """Reservation slots are soft. A VM the informer reports on this host — bound by another

@@ -97,7 +97,7 @@ class TestPlan:
         plan = FaultPlan([Rule(Fault.DROP_REPLY, after=2, times=1)])
         decided = [plan.decide(req("POST", VMS)) for _ in range(5)]
         assert [d is not None for d in decided] == [False, False, True, False, False]
-        assert plan.fired(0) == 1
+        assert plan.fired(0) == 1 and plan.seen(0) == 5
 
     def test_no_match_no_fault(self) -> None:
         plan = FaultPlan([Rule(Fault.REFUSE, components=frozenset({"agents"}))])
