@@ -9,7 +9,9 @@ Each component gets its own listener (a loopback port) and a kubeconfig,
 `<folder>/<component>.kubeconfig`, to point it at: rules can target a component by its
 listener, besides a verb, a resource or a User-Agent (`kubenova.dev.faults`). What a fault
 does is described there; `FaultProxy.counts()` says how many of each were injected, and the
-command line writes them to `<folder>/counts.json` every second and prints them on exit.
+command line writes them to `<folder>/counts.json` every second and prints them on exit; with
+`--hold` it starts without faults, and SIGUSR1 / SIGUSR2 turn its rules on and off (a chaos run
+sets up cleanly, then arms it).
 
 Identity. The proxy terminates TLS with a serving certificate from its own CA (in
 `<folder>/pki`) and re-originates TLS to the API server. Upstream, each listener presents the
@@ -33,7 +35,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,6 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mix", type=float, default=0.0, help="add faults.chaos_mix(RATE)")
     p.add_argument("--watch-cut-after", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--hold",
+        action="store_true",
+        help="start with no faults; SIGUSR1 turns the rules on, SIGUSR2 off again",
+    )
     a = p.parse_args(argv)
     try:
         rules = [faults.parse_rule(r) for r in a.rule]
@@ -431,12 +438,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     if a.mix:
         rules += faults.chaos_mix(a.mix, a.watch_cut_after)
+    for spec in a.component:
+        if "/" in spec.partition("=")[0]:
+            p.error(f"--component {spec}: a component name cannot contain '/'")
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(_serve(a, rules))
 
 
-async def _serve(a: argparse.Namespace, rules: Iterable[faults.Rule]) -> int:
-    proxy = FaultProxy(a.kubeconfig, a.folder, faults.FaultPlan(rules, a.seed))
+async def _serve(a: argparse.Namespace, rules: Sequence[faults.Rule]) -> int:
+    plan = faults.FaultPlan([] if a.hold else rules, a.seed)
+    proxy = FaultProxy(a.kubeconfig, a.folder, plan)
     for spec in a.component or ["default"]:
         name, _, config = spec.partition("=")
         listener = await proxy.add(name, Path(config) if config else None)
@@ -445,6 +456,8 @@ async def _serve(a: argparse.Namespace, rules: Iterable[faults.Rule]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, plan.replace_rules, rules)
+    loop.add_signal_handler(signal.SIGUSR2, plan.replace_rules, [])
     counts = proxy.folder / "counts.json"
     while not stop.is_set():
         counts.write_text(json.dumps(proxy.counts()))

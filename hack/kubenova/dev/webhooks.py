@@ -38,17 +38,24 @@ class Webhooks:
     releaser_argv: list[str]
 
 
-def start(folder: Path, kubeconfig: Path, limits: tuple[str, ...] = GENEROUS_LIMITS) -> Webhooks:
+def start(
+    folder: Path,
+    kubeconfig: Path,
+    limits: tuple[str, ...] = GENEROUS_LIMITS,
+    *,
+    api_kubeconfig: Path | None = None,
+) -> Webhooks:
     """Start the webhook server and the quota release loop, wait until the server answers,
     and register both webhook configurations with the API server (failurePolicy Fail). The
     server requires the API server's webhook client certificate when the control plane
-    beside `kubeconfig` has one (`kubenova.dev.cluster` makes it)."""
+    beside `kubeconfig` has one (`kubenova.dev.cluster` makes it). The two processes reach
+    the API through `api_kubeconfig` when given (a fault proxy's, in chaos runs)."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = pki.CertificateAuthority(folder / "webhook-pki", name="kubenova-dev-webhook-ca")
     pair = ca.issue("webhook", "kubenova-webhook", hosts=("127.0.0.1", "localhost"))
     port = cluster.free_port()
     url = f"https://127.0.0.1:{port}"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(api_kubeconfig or kubeconfig)}
     py = sys.executable
     server_argv = [py, "-m", "kubenova.webhooks", "--host=127.0.0.1", f"--port={port}",
                    f"--cert={pair.cert}", f"--key={pair.key}", *limits]  # fmt: skip
