@@ -1,0 +1,92 @@
+"""The webhooks log in as their ServiceAccount, as they do in a cluster: with a token from the
+TokenRequest API and only the chart's RBAC for the webhooks, a VM create is admitted and
+charged. (They read the token under a key the kubernetes client never uses, so every quota
+lookup went out as system:anonymous and every create with a quota was denied; the tests passed
+because they logged in with the admin's client certificate.)"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.identities import Policies, chart_policies, policy_helm, service_account_token
+from tests.fixtures.webhook import (
+    Webhook,
+    apply,
+    flavor_doc,
+    quota_doc,
+    quota_used,
+    start_webhook,
+    vm_manifest,
+)
+
+__all__ = ["chart_policies", "policy_helm"]  # fixtures used by name
+
+pytestmark = pytest.mark.apiserver
+
+SA_LABEL = "kubenova.io/webhook-sa-test"
+
+
+def token_kubeconfig(tc: LocalCluster, token: str, path: Path) -> Path:
+    """A kubeconfig like the one a pod gets: the cluster's CA and server, a bearer token."""
+    admin = yaml.safe_load(tc.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "webhooks", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "webhooks"}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def sa_webhook(
+    test_cluster: LocalCluster, chart_policies: Policies, tmp_path: Path
+) -> Iterator[tuple[Webhook, str]]:
+    """The webhooks as the chart's ServiceAccount, for a namespace only they apply to."""
+    token = service_account_token(
+        test_cluster, chart_policies.namespace, chart_policies.account("webhooks"), None
+    )
+    kubeconfig = token_kubeconfig(test_cluster, token, tmp_path / "sa.kubeconfig")
+    wh = start_webhook(
+        test_cluster, tmp_path / "sa", kubeconfig=kubeconfig, name="kubenova-sa", label=SA_LABEL
+    )
+    ns = f"sa-{uuid.uuid4().hex[:10]}"
+    test_cluster.kubectl("create", "namespace", ns)
+    test_cluster.kubectl("label", "namespace", ns, f"{SA_LABEL}=true")
+    try:
+        yield wh, ns
+    finally:
+        wh.unregister()
+        wh.stop()
+        wh.releaser.stop()
+        test_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_a_create_is_admitted_and_charged_through_the_service_account(
+    test_cluster: LocalCluster, sa_webhook: tuple[Webhook, str], chart_policies: Policies
+) -> None:
+    wh, ns = sa_webhook
+    flavor = f"sa-{uuid.uuid4().hex[:8]}"
+    apply(test_cluster, flavor_doc(flavor), quota_doc(ns, vms=2, vcpus=4))
+    vm = vm_manifest("first", ns, flavor)
+    proc = test_cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(vm), check=False)
+    assert proc.returncode == 0, proc.stderr
+    used = quota_used(test_cluster, ns)
+    assert (used["vms"], used["vcpus"]) == (1, 2), used
+
+    # The release loop, as the same ServiceAccount, gives the charge back on delete.
+    test_cluster.kubectl("delete", "vm", "first", "-n", ns, "--wait=false")
+    wait_for("the VM to be gone", lambda: not test_cluster.get("vm", "-n", ns)["items"], 60)
+    assert quota_used(test_cluster, ns)["vms"] == 0
+    assert "system:anonymous" not in wh.server.log.read_text()
+    test_cluster.kubectl("delete", "flavor", flavor, "--wait=false", check=False)
