@@ -211,6 +211,7 @@ class World:
             was_fresh = old is not None and old.fresh(now)
             self._refresh_host(host, now)
             if was_fresh != lease.fresh(now):
+                self._refill_pools_of(host)  # slots leave a failed host, come back to a healed one
                 self.queue.on_event(QueueEvent.HOST_CHANGED)
 
     def expire_leases(self, now: dt.datetime) -> list[str]:
@@ -221,6 +222,7 @@ class World:
                 expired.append(name)
         for name in expired:
             self._refresh_host(name, now)
+            self._refill_pools_of(name)  # its reservation slots move to healthy hosts
         return expired
 
     def _heartbeat_at(self, host: str, now: dt.datetime) -> float:

@@ -251,3 +251,16 @@ def test_reservation_slots_follow_a_host_that_joins_without_a_pool_event() -> No
     w.upsert_lease("h2", HostLease(NOW, 40), NOW)
     w.upsert_host(_host("h2"), NOW)
     assert w.cache.hosts["h2"].free_mem == 4096, "the third slot lands on the new host"
+
+
+def test_reservation_slots_leave_a_host_whose_lease_expired() -> None:
+    w = _world(_host("h1"), _host("h2"))
+    w.upsert_pool(_pool(reservations=[{"flavor": "f", "count": 1}]))
+    (slot,) = [a for a in w.cache.allocations.values() if a.slot]
+    lost = slot.host
+    alive = "h2" if lost == "h1" else "h1"
+    later = NOW + dt.timedelta(seconds=41)
+    w.upsert_lease(alive, HostLease(later, 40), later)  # only the slot's host stops renewing
+    assert w.expire_leases(later) == [lost]
+    (moved,) = [a for a in w.cache.allocations.values() if a.slot]
+    assert moved.host == alive
