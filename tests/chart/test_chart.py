@@ -6,26 +6,26 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import kubernetes
 import pytest
 import yaml
 
-from kubenova.api.constants import API_VERSION, GROUP, VERSION
+from kubenova.api.constants import API_VERSION
 from kubenova.dev import dashboards
-from kubenova.kube import client
 from kubenova.webhooks import registration
 from tests.chart.helm import CHART, CUSTOM_VALUES, Helm, by_kind, one
-from tests.fixtures.cluster import LocalCluster, assert_test_cluster
+from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.identities import in_force, service_account_token, token_client
 
 pytestmark = pytest.mark.apiserver
 
-NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+TENANT = "tenant-ana"
+LABEL_HOST = "kubenova.io/host"
+DRAIN = "kubenova.io/drain"
 
 
 def _stub_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
@@ -308,7 +308,23 @@ def test_each_component_may_do_only_what_it_needs(
     test_cluster: LocalCluster, namespace: str, release: str
 ) -> None:
     def sa(component: str) -> str:
+        if component == "tenant":
+            return TENANT
         return f"system:serviceaccount:{namespace}:{release}-kubenova-{component}"
+
+    # A tenant with the namespace's built-in edit role, which the chart's tenant roles
+    # aggregate into (the controller manager does that asynchronously).
+    test_cluster.kubectl(
+        "create", "rolebinding", "tenant-edit", "-n", namespace, "--clusterrole=edit",
+        f"--user={TENANT}",
+    )  # fmt: skip
+    wait_for(
+        "the chart's tenant roles to be aggregated into edit",
+        lambda: test_cluster.kubectl(
+            "auth", "can-i", "create", "virtualmachines.kubenova.io", "-n", namespace,
+            f"--as={TENANT}", check=False,
+        ).stdout.strip() == "yes",
+    )  # fmt: skip
 
     # (who, verb, resource, subresource, namespace or "" for all, allowed)
     table = [
@@ -330,6 +346,17 @@ def test_each_component_may_do_only_what_it_needs(
         ("agent", "watch", "secrets", "", "", False),
         ("agent", "get", "secrets", "", "", True),
         ("agent", "create", "events", "", "", True),
+        ("agent", "delete", "leases.coordination.k8s.io", "", namespace, False),
+        ("agent", "create", "vmmigrations.kubenova.io", "", "", False),
+        ("agent", "patch", "hosts.kubenova.io", "status", "", True),
+        ("tenant", "create", "virtualmachines.kubenova.io", "", namespace, True),
+        ("tenant", "delete", "vmmigrations.kubenova.io", "", namespace, True),
+        ("tenant", "get", "vmquotas.kubenova.io", "", namespace, True),
+        ("tenant", "update", "vmquotas.kubenova.io", "", namespace, False),
+        ("tenant", "patch", "virtualmachines.kubenova.io", "status", namespace, False),
+        ("tenant", "patch", "vmquotas.kubenova.io", "status", namespace, False),
+        ("tenant", "create", "virtualmachines.kubenova.io", "", "default", False),
+        ("tenant", "patch", "hosts.kubenova.io", "", "", False),
         ("webhooks", "update", "vmquotas.kubenova.io", "status", "", True),
         ("webhooks", "list", "flavors.kubenova.io", "", "", True),
         ("webhooks", "patch", "hosts.kubenova.io", "", "", False),
@@ -347,107 +374,106 @@ def test_each_component_may_do_only_what_it_needs(
     assert wrong == []
 
 
-class AgentClient:
-    """The agent's ServiceAccount, impersonated with a token bound to `node` (the API server
-    adds the node name to the user's extra info for a DaemonSet pod's token)."""
-
-    def __init__(self, test_cluster: LocalCluster, user: str, node: str | None) -> None:
-        assert_test_cluster(test_cluster, test_cluster.kubeconfig)
-        api = client.api_client(str(test_cluster.kubeconfig))
-        headers: Any = api.set_default_header  # untyped
-        headers("Impersonate-User", user)
-        if node is not None:
-            headers(f"Impersonate-Extra-{quote(NODE_NAME_EXTRA, safe='')}", node)
-        self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.coord = kubernetes.client.CoordinationV1Api(api)
-
-    @staticmethod
-    def attempt(call: Callable[[], object]) -> str:
-        """'' when the API server allowed the write, else its message."""
-        try:
-            call()
-        except kubernetes.client.ApiException as e:
-            return str(json.loads(e.body).get("message", e.body)) if e.body else str(e)
-        return ""
-
-    def create_host(self, name: str, dry_run: bool = False) -> str:
-        body = {"apiVersion": API_VERSION, "kind": "Host", "metadata": {"name": name}, "spec": {}}
-        return self.attempt(
-            lambda: self.custom.create_cluster_custom_object(
-                GROUP, VERSION, "hosts", body, dry_run="All" if dry_run else None
-            )
-        )
-
-    def create_lease(self, namespace: str, host: str) -> str:
-        meta = kubernetes.client.V1ObjectMeta(name=f"kubenova-host-{host}", namespace=namespace)
-        spec = kubernetes.client.V1LeaseSpec(holder_identity=host, lease_duration_seconds=40)
-        body = kubernetes.client.V1Lease(metadata=meta, spec=spec)
-        return self.attempt(lambda: self.coord.create_namespaced_lease(namespace, body))
-
-    def patch_vm_status(self, namespace: str, name: str) -> str:
-        body = {"status": {"phase": "Running"}}
-        return self.attempt(
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                "virtualmachines",
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-            )
-        )
+def _bound_vm(name: str, namespace: str, host: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_HOST: host}},
+        "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
+    }
 
 
 def test_an_agent_may_write_only_its_own_host_lease_and_vms(
     helm: Helm, test_cluster: LocalCluster, namespace: str
 ) -> None:
+    """The installed chart's agent ServiceAccount, with tokens from the TokenRequest API bound
+    to pods on two Nodes, as the kubelet gets them for the DaemonSet's pods."""
     mine, other = f"{namespace}-a", f"{namespace}-b"
-    vms = [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "VirtualMachine",
-            "metadata": {
-                "name": f"vm-{h[-1]}",
-                "namespace": namespace,
-                "labels": {"kubenova.io/host": h},
-            },
-            "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
-        }
-        for h in (mine, other)
-    ]
+    vms = [_bound_vm(f"vm-{h[-1]}", namespace, h) for h in (mine, other)]
     # Before the chart: its webhooks fail closed and no pod serves them here.
     test_cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(vms))
     name = f"ag-{namespace[2:8]}"
     helm.run("install", name, str(CHART), "-n", namespace, cluster=test_cluster)
     try:
-        user = f"system:serviceaccount:{namespace}:{name}-kubenova-agent"
-        agent = AgentClient(test_cluster, user, mine)
-        # The API server loads a new policy asynchronously: wait until it is in force.
-        deadline = time.monotonic() + 30
-        while not agent.create_host(other, dry_run=True):
-            assert time.monotonic() < deadline, "the agent-confinement policy never took effect"
-            time.sleep(0.2)
-
-        outcomes = {
-            "own host": agent.create_host(mine),
-            "other host": agent.create_host(other),
-            "own lease": agent.create_lease(namespace, mine),
-            "other lease": agent.create_lease(namespace, other),
-            "own vm": agent.patch_vm_status(namespace, "vm-a"),
-            "other vm": agent.patch_vm_status(namespace, "vm-b"),
-            "unbound token": AgentClient(test_cluster, user, None).patch_vm_status(
-                namespace, "vm-a"
-            ),
-        }
-        report = "\n".join(f"{k}: {v or 'allowed'}" for k, v in outcomes.items())
-        assert {k for k, v in outcomes.items() if not v} == {"own host", "own lease", "own vm"}, (
-            report
+        account = f"{name}-kubenova-agent"
+        user = f"system:serviceaccount:{namespace}:{account}"
+        agent = token_client(
+            test_cluster, user, service_account_token(test_cluster, namespace, account, mine)
         )
+        unbound = token_client(
+            test_cluster, user, service_account_token(test_cluster, namespace, account, None)
+        )
+        in_force(
+            "the agent-confinement policy",
+            lambda: agent.create("hosts", _host(other), dry_run=True),
+            f"may write only Host {mine}",
+        )
+        test_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(_host(mine)))
+        admin = {"spec": {"unschedulable": True}, "metadata": {"annotations": {DRAIN: "x"}}}
+        test_cluster.kubectl("patch", "host", mine, "--type=merge", "-p", json.dumps(admin))
+        host_before = test_cluster.get("host", mine)
+
+        def lease(host: str) -> str:
+            meta = kubernetes.client.V1ObjectMeta(name=f"kubenova-host-{host}")
+            spec = kubernetes.client.V1LeaseSpec(holder_identity=host, lease_duration_seconds=40)
+            body = kubernetes.client.V1Lease(metadata=meta, spec=spec)
+            return agent.attempt(lambda: agent.coord.create_namespaced_lease(namespace, body))
+
+        def vm_status(vm: str, status: dict[str, Any]) -> str:
+            return agent.patch("virtualmachines", vm, {"status": status}, namespace, status=True)
+
+        running = {"phase": "Running"}
+        outcomes = {
+            "own host status": agent.patch(
+                "hosts", mine, {"status": {"capacity": {"cpus": 8}}}, status=True
+            ),
+            "own lease": lease(mine),
+            "own vm": vm_status("vm-a", running),
+            "other host": agent.create("hosts", _host(other)),
+            "other lease": lease(other),
+            "other vm": vm_status("vm-b", running),
+            "unbound token": unbound.patch(
+                "virtualmachines", "vm-a", {"status": running}, namespace, status=True
+            ),
+            "relabel into a pool": agent.patch(
+                "hosts", mine, {"metadata": {"labels": {"kubenova.io/class": "dedicated"}}}
+            ),
+            "uncordon": agent.patch("hosts", mine, {"spec": {"unschedulable": False}}),
+            "clear the drain": agent.patch(
+                "hosts", mine, {"metadata": {"annotations": {DRAIN: None}}}
+            ),
+            "foreign migration uri": agent.patch(
+                "hosts", mine,
+                {"status": {"migration": {"uri": "qemu+ext:///system?command=/bin/sh"}}},
+                status=True,
+            ),
+            "move a vm": vm_status("vm-a", {"host": other}),
+        }  # fmt: skip
+        report = "\n".join(f"{k}: {v or 'allowed'}" for k, v in outcomes.items())
+        assert {k for k, v in outcomes.items() if not v} == {
+            "own host status", "own lease", "own vm",
+        }, report  # fmt: skip
         assert f"may write only Host {mine}" in outcomes["other host"], report
         assert f"may write only Lease kubenova-host-{mine}" in outcomes["other lease"], report
         assert "may write only VMs bound to it" in outcomes["other vm"], report
         assert "not bound to a node" in outcomes["unbound token"], report
+        assert "may not set, change or remove the labels" in outcomes["relabel into a pool"]
+        assert "may not write the spec (cordon, taints)" in outcomes["uncordon"], report
+        assert DRAIN in outcomes["clear the drain"], report
+        assert "may offer status.migration.uri only" in outcomes["foreign migration uri"]
+        assert "may not write status.host" in outcomes["move a vm"], report
+        # Nothing refused changed anything.
+        host_after = test_cluster.get("host", mine)
+        assert host_after["spec"] == host_before["spec"]
+        assert host_after["metadata"].get("labels") == host_before["metadata"].get("labels")
+        assert host_after["metadata"]["annotations"] == host_before["metadata"]["annotations"]
+        assert not host_after["status"].get("migration", {}).get("uri")
+        assert test_cluster.get("vm", "-n", namespace, "vm-a")["status"].get("host") is None
     finally:
         helm.run("uninstall", name, "-n", namespace, "--wait", cluster=test_cluster)
         test_cluster.kubectl("delete", "host", mine, other, "--ignore-not-found", "--wait=false")
+        test_cluster.kubectl("delete", "node", mine, "--ignore-not-found", "--wait=false")
+
+
+def _host(name: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "Host", "metadata": {"name": name}, "spec": {}}
