@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
 from kubenova.kube import client
+from kubenova.node_agent import transfer
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,23 @@ class KubeAPI:
             {"metadata": {"labels": labels}},
             _content_type=MERGE_PATCH,
         )
+
+    async def migration_offer(self, host: str) -> transfer.Offer | None:
+        """What Host `host` offers live migrations at, in its own status (None: no such Host)."""
+        try:
+            raw = await _call(
+                self.custom.get_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                "hosts",
+                host,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        offered = (raw.get("status") or {}).get("migration") or {}
+        return transfer.Offer(str(offered.get("uri") or ""), str(offered.get("address") or ""))
 
     async def patch_host_status(self, status: RawObject) -> RawObject:
         """Returns the Host as it is now."""

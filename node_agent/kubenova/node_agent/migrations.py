@@ -150,6 +150,15 @@ class Migrations:
                 "on its agent",
             )
             return
+        # Defence in depth behind the admission policies: send the VM only where the target
+        # host itself says it takes migrations.
+        problem = transfer.target_problem(
+            target, uri, address, await self.kube.migration_offer(target)
+        )
+        if problem is not None:
+            log.warning("VM %s: %s", key, problem, extra={"vm": key})
+            await self._report(key, namespace, migration, TransferState.FAILED, problem)
+            return
         log.info("VM %s: migrating to %s (%s)", key, target, uri, extra={"vm": key})
         await self._report(key, namespace, migration, TransferState.RUNNING, f"copying to {target}")
         started = time.monotonic()

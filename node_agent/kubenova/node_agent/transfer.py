@@ -8,6 +8,7 @@ no job is migrated (again)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,3 +55,41 @@ def percent(job: JobProgress) -> int:
     else:
         done = job.data_processed / job.data_total
     return max(0, min(99, int(done * 100)))
+
+
+# The only migration URIs a source host's libvirtd is sent to: peer-to-peer over TCP, TLS or
+# SSH to a named host, with no query (libvirt's ?command=, ?socket=, ?keyfile= would make the
+# source's libvirtd, as root, run a command or open a file). The chart's agent policy admits
+# the same form in Host status.
+_MIGRATION_URI = re.compile(
+    r"qemu\+(?:tcp|tls|ssh)://([0-9A-Za-z.-]{1,253})(?::[0-9]{1,5})?/system"
+)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a target Host offers in its own status (`status.migration`), written by its agent."""
+
+    uri: str
+    address: str
+
+
+def target_problem(target: str, uri: str, address: str, offer: Offer | None) -> str | None:
+    """Why the source must not send a VM to `uri` / `address` (the VM's migration annotations),
+    or None. They must be exactly what Host `target` offers itself (its agent may write only
+    its own Host), and the URI must name the target or its migration address."""
+    if offer is None:
+        return f"host {target} does not exist; not migrating to {uri}"
+    if (uri, address) != (offer.uri, offer.address):
+        return (
+            f"the VM's migration annotations (uri {uri!r}, address {address!r}) are not what host "
+            f"{target} offers in its status.migration (uri {offer.uri!r}, address "
+            f"{offer.address!r}); not migrating"
+        )
+    match = _MIGRATION_URI.fullmatch(uri)
+    if match is None or match.group(1) not in {target, *([address] if address else [])}:
+        return (
+            f"host {target} offers migration URI {uri!r}, which is not "
+            f"qemu+tcp|tls|ssh://<{target} or its migration address>[:port]/system; not migrating"
+        )
+    return None
