@@ -49,7 +49,7 @@ def test_the_parser_refuses_huge_quantities_at_once(text: str) -> None:
     with pytest.raises(QuantityError, match="quantity"):
         Quantity(text)
     # Computing such a number takes minutes or all memory; a refusal, microseconds. The bound
-    # tells them apart with room for a loaded CI machine (50 ms did not: one lost time slice).
+    # tells them apart with room for a loaded CI machine, where 50 ms is a few lost time slices.
     assert time.perf_counter() - started < 1.0
 
 
