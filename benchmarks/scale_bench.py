@@ -17,15 +17,23 @@ and two pools and prints:
     alone, with nothing of kubenova running — what the API server and etcd cost by themselves.
 
 With --chaos, during the workload it kills the leader, kills and restarts agent processes,
-restarts kube-apiserver and restarts etcd, then checks the invariants (every VM bound once and
+restarts kube-apiserver and restarts etcd, and every component (operators, agents, webhooks)
+reaches the API through a fault proxy (`kubenova.dev.faultproxy`) that injects a seeded random
+mix of API faults (--faults RATE, --seed N): replies dropped after the write landed, 409, 429,
+500, 503, timeouts, latency, watches cut and lagging, connections refused. While it runs, the
+invariants are checked every 0.5 s from the API's own objects (no host allocated beyond its
+capacity, no VM's binding moved to another host, no host with more domains than VMs bound to
+it, quota used never below what exists); after it, the final ones (every VM bound once and
 Running with a domain, no host over-allocated, quota used equal to what exists, no orphan
-domain) and prints each with its result. Not a pytest test: a program that prints figures.
+domain). It prints each with its result, the faults injected per kind and the checks made.
+Not a pytest test: a program that prints figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import random
 import re
@@ -332,6 +340,14 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=8, help="client threads creating VMs")
     p.add_argument("--no-webhooks", action="store_true")
     p.add_argument("--chaos", action="store_true")
+    p.add_argument(
+        "--faults",
+        type=float,
+        default=0.02,
+        help="with --chaos: each API request's chance of a fault (0: no proxy)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="of the fault mix")
+    p.add_argument("--no-baseline", action="store_true", help="skip the API-server-alone run")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--keep", action="store_true", help="keep the state folder")
     a = p.parse_args()
@@ -349,23 +365,31 @@ def main() -> None:
     custom: Any = kubernetes.client.CustomObjectsApi(api)
     setup_objects(plane, with_quota=not a.no_webhooks, vms=a.vms)
 
-    print("\n## baseline: the API server alone", flush=True)
-    counted = writes_for_vms(plane)
-    base_s, base_rate = baseline(custom, a.vms, a.writers)
-    counted = writes_for_vms(plane) - counted
-    print(f"  {a.vms} creates + {2 * a.vms} binding writes by {a.writers} client threads: "
-          f"{base_s:.1f} s, {base_rate:.0f} VMs/s; the write counter saw "
-          f"{counted / a.vms:.2f} per VM", flush=True)  # fmt: skip
+    base_rate = float("nan")
+    if not a.no_baseline:
+        print("\n## baseline: the API server alone", flush=True)
+        counted = writes_for_vms(plane)
+        base_s, base_rate = baseline(custom, a.vms, a.writers)
+        counted = writes_for_vms(plane) - counted
+        print(f"  {a.vms} creates + {2 * a.vms} binding writes by {a.writers} client threads: "
+              f"{base_s:.1f} s, {base_rate:.0f} VMs/s; the write counter saw "
+              f"{counted / a.vms:.2f} per VM", flush=True)  # fmt: skip
 
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
     py = sys.executable
+    proxy: FaultProxyProcess | None = None
+    envs = {"operator": env, "agents": env, "webhooks": env}
+    if a.chaos and a.faults > 0:
+        proxy = FaultProxyProcess.launch(folder, plane, env, a.faults, a.seed)
+        envs = {c: {**env, "KUBECONFIG": str(k)} for c, k in proxy.kubeconfigs.items()}
+        print(f"  fault proxy: {a.faults:.1%} of API requests faulted, seed {a.seed}", flush=True)
     comps: list[Component] = []
     for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
         comps.append(PlaneComponent(name, [], plane.logs / f"{name}.log", env, plane=plane))
     operators = [
         Component(f"operator-{i}", [py, "-m", "kubenova.operator", "--identity", f"op-{i}",
                                     "--namespace", SYSTEM_NS, "--metrics-port", "0"],
-                  folder / f"operator-{i}.log", env)
+                  folder / f"operator-{i}.log", envs["operator"])
         for i in range(3)
     ]  # fmt: skip
     per = -(-a.hosts // procs)
@@ -375,16 +399,16 @@ def main() -> None:
                                   "--prefix", f"sim{i}", "--dir", str(folder / f"hosts-{i}"),
                                   "--namespace", SYSTEM_NS, "--heartbeat", "10", "--lease", "40",
                                   "--report", "5" if a.chaos else "30", "--resync", "300"],
-                  folder / f"agents-{i}.log", env)
+                  folder / f"agents-{i}.log", envs["agents"])
         for i in range(procs)
         if a.hosts - i * per > 0
     ]  # fmt: skip
     webhooks: list[Component] = []
     if not a.no_webhooks:
-        webhooks = start_webhooks(folder, plane, env)
+        webhooks = start_webhooks(folder, plane, env, envs["webhooks"])
     for c in operators + agents:
         c.start()
-    comps += operators + agents + webhooks
+    comps += operators + agents + webhooks + ([proxy] if proxy else [])
 
     def ready_hosts() -> int:
         hosts = custom.list_cluster_custom_object(G, V, "hosts")["items"]
@@ -406,6 +430,12 @@ def main() -> None:
         c.cpu_before = c.cpu_now()
     names = [f"vm-{i:05d}" for i in range(a.vms)]
     chaos = Chaos(plane, comps, operators, agents, custom, timings, a.vms) if a.chaos else None
+    watchdog: Watchdog | None = None
+    if a.chaos:
+        watchdog = Watchdog(custom, quota=not a.no_webhooks)
+        watchdog.start()
+    if proxy is not None:
+        proxy.arm(True)
     started = time.monotonic()
     # Creating runs in threads; faults are injected from this (the main) thread, because the
     # control plane's processes die with the thread that started them.
@@ -416,9 +446,14 @@ def main() -> None:
     )
     creator.start()
     last_report = time.monotonic()
-    while len(timings.running) < a.vms or (chaos and not chaos.done()):
+
+    def running() -> int:  # of the workload's VMs, the canaries aside
+        with timings.lock:
+            return sum(1 for n in names if n in timings.running)
+
+    while running() < a.vms or (chaos and not chaos.done()):
         if time.monotonic() - started > a.timeout:
-            print(f"  TIMEOUT: {len(timings.running)} of {a.vms} Running", flush=True)
+            print(f"  TIMEOUT: {running()} of {a.vms} Running", flush=True)
             break
         if chaos:
             chaos.tick()
@@ -431,6 +466,8 @@ def main() -> None:
             last_report = time.monotonic()
         time.sleep(0.1)
     elapsed = time.monotonic() - started
+    if proxy is not None:
+        proxy.arm(False)  # the final checks read a settled cluster
     creator.join()
     for c in comps:
         c.account()
@@ -450,7 +487,8 @@ def main() -> None:
     print(f"  create → Running  p50 / p99  {pct(run_lat, 50):8.2f} / {pct(run_lat, 99):.2f} s")
     print(f"  API writes per VM            {writes / a.vms:8.1f}      (creates, patches, updates"
           " on virtualmachines and their status)")  # fmt: skip
-    print(f"  baseline (API server alone)  {base_rate:8.0f} VMs/s with 3 writes each")
+    if not a.no_baseline:
+        print(f"  baseline (API server alone)  {base_rate:8.0f} VMs/s with 3 writes each")
     print("\n  component                    CPU % of a core   peak MiB")
     for c in comps:
         cpu = 100 * (c.cpu_now() - c.cpu_before) / elapsed
@@ -460,32 +498,213 @@ def main() -> None:
         assert chaos is not None
         for line in chaos.log:
             print(f"  {line}")
+        if proxy is not None:
+            print(f"  {proxy.report()}")
         ok = check_invariants(custom, a.vms + len(chaos.canaries), not a.no_webhooks)
+        assert watchdog is not None
+        ok = watchdog.finish() and ok
     else:
         ok = len(run_lat) == a.vms
     stop.set()
-    for c in operators + agents + webhooks:
-        c.kill(signal.SIGTERM)
+    stop_all(operators + agents + webhooks + ([proxy] if proxy else []))
     plane.down(remove=not a.keep)
     if not a.keep:
         shutil.rmtree(folder, ignore_errors=True)
     sys.exit(0 if ok else 1)
 
 
+def stop_all(comps: list[Component]) -> None:
+    """SIGTERM every component at once, then wait for each: they shut down in parallel."""
+    for c in comps:
+        c.account()
+        if c.proc is not None and c.proc.poll() is None:
+            os.killpg(c.pid, signal.SIGTERM)
+    for c in comps:
+        if c.proc is not None:
+            try:
+                c.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(c.pid, signal.SIGKILL)
+                c.proc.wait(10)
+
+
 def start_webhooks(
-    folder: Path, plane: cluster.ControlPlane, env: dict[str, str]
+    folder: Path, plane: cluster.ControlPlane, env: dict[str, str], api_env: dict[str, str]
 ) -> list[Component]:
     """The admission server and its quota release loop, registered by URL with a fresh CA
-    (`kubenova.dev.webhooks`), with rate limits above what this run sends."""
+    (`kubenova.dev.webhooks`), with rate limits above what this run sends; they reach the API
+    as `api_env` says (through the fault proxy in chaos runs)."""
     from kubenova.dev import webhooks as dev_webhooks
 
-    hooks = dev_webhooks.start(folder, plane.kubeconfig)
+    env = api_env
+    hooks = dev_webhooks.start(folder, plane.kubeconfig, api_kubeconfig=Path(env["KUBECONFIG"]))
     server = Component("webhooks", hooks.server_argv, folder / "webhooks.log", env, hooks.server)
     releaser = Component(
         "quota-release-loop", hooks.releaser_argv, folder / "quota-release.log", env,
         hooks.releaser,
     )  # fmt: skip
     return [server, releaser]
+
+
+@dataclass
+class FaultProxyProcess(Component):
+    """The fault proxy in a process of its own (its CPU is not the benchmark's), with a
+    listener and kubeconfig per kind of component. Started held: `arm` turns the faults on."""
+
+    kubeconfigs: dict[str, Path] = field(default_factory=dict)
+    counts_file: Path = field(default_factory=Path)
+
+    @classmethod
+    def launch(
+        cls, folder: Path, plane: cluster.ControlPlane, env: dict[str, str], rate: float, seed: int
+    ) -> FaultProxyProcess:
+        where = folder / "faultproxy"
+        kinds = ("operator", "agents", "webhooks")
+        argv = [sys.executable, "-m", "kubenova.dev.faultproxy",
+                f"--kubeconfig={plane.kubeconfig}", f"--folder={where}", f"--mix={rate}",
+                f"--seed={seed}", "--hold", *(f"--component={k}" for k in kinds)]  # fmt: skip
+        proxy = cls("fault-proxy", argv, folder / "faultproxy.log", env,
+                    kubeconfigs={k: where / f"{k}.kubeconfig" for k in kinds},
+                    counts_file=where / "counts.json")  # fmt: skip
+        proxy.start()
+        deadline = time.monotonic() + 30
+        while not proxy.counts_file.exists():  # written once every listener is up
+            assert proxy.proc is not None
+            if time.monotonic() > deadline or proxy.proc.poll() is not None:
+                sys.exit(f"the fault proxy did not start; see {proxy.log}")
+            time.sleep(0.1)
+        return proxy
+
+    def arm(self, on: bool) -> None:
+        os.kill(self.pid, signal.SIGUSR1 if on else signal.SIGUSR2)
+
+    def counts(self) -> dict[str, int]:
+        """As the proxy wrote them (every second)."""
+        try:
+            counts: dict[str, int] = json.loads(self.counts_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return counts
+
+    def report(self) -> str:
+        counts = self.counts()
+        kinds = ", ".join(f"{k} {n}" for k, n in counts.items() if k != "requests")
+        total = sum(n for k, n in counts.items() if k != "requests")
+        return f"API faults injected: {total} in {counts.get('requests', 0)} requests ({kinds})"
+
+
+class Watchdog:
+    """The invariants that must hold at every instant, not only at the end: read from the
+    API's own objects every `period` seconds, in a thread, while the run goes on. Each read is
+    ordered so that a write landing between two lists can only make an invariant look better
+    (hosts before VMs, VMs before the quota), never a false violation."""
+
+    NAMES = (
+        "no host allocated beyond its capacity (cpu x4 over-commit, memory x1)",
+        "no VM's binding moved to another host",
+        "no host reports more domains than VMs bound to it (no VM defined on two hosts)",
+        "quota used never below what exists",
+    )
+
+    def __init__(self, custom: Any, quota: bool, period: float = 0.5) -> None:
+        self.custom, self.quota, self.period = custom, quota, period
+        self.snapshots = 0
+        self.checks: Counter[str] = Counter()
+        self.violations: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+        self.reads_failed = 0
+        self.first_host: dict[str, str] = {}
+        self._flavors: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due += self.period  # a fixed rate: a slow read does not stretch the interval
+            try:
+                self.check_once()
+            except Exception:
+                self.reads_failed += 1  # the API server or etcd restarting: no snapshot
+            due = max(due, time.monotonic())
+
+    def _judge(self, name: str, bad: list[str]) -> None:
+        self.checks[name] += 1
+        if bad:
+            self.violations[name] += 1
+            self.examples.setdefault(name, "; ".join(bad[:3]))
+
+    def check_once(self) -> None:
+        if not self._flavors:
+            listing = self.custom.list_cluster_custom_object(G, V, "flavors")["items"]
+            self._flavors = {f["metadata"]["name"]: f["spec"] for f in listing}
+        hosts = self.custom.list_cluster_custom_object(G, V, "hosts")["items"]
+        items = self.custom.list_namespaced_custom_object(G, V, NS, "virtualmachines")["items"]
+        quota = (self.custom.get_namespaced_custom_object(G, V, NS, "vmquotas", "bench")
+                 if self.quota else None)  # fmt: skip
+        self.snapshots += 1
+        cpu: Counter[str] = Counter()
+        mem: Counter[str] = Counter()
+        bound: Counter[str] = Counter()
+        moved = []
+        for v in items:
+            name, host = v["metadata"]["name"], v.get("status", {}).get("host")
+            if not host:
+                continue
+            f = self._flavors[v["spec"]["flavor"]]
+            cpu[host] += f["vcpus"]
+            mem[host] += _bytes(f["memory"])
+            bound[host] += 1
+            first = self.first_host.setdefault(name, host)
+            if first != host:
+                moved.append(f"{name} on {first}, then on {host}")
+        over, extra = [], []
+        for h in hosts:
+            name, status = h["metadata"]["name"], h.get("status", {})
+            cap = status.get("capacity", {})
+            if cpu[name] > cap.get("cpus", 0) * 4.0 or mem[name] > _bytes(cap.get("memory", "0")):
+                over.append(f"{name}: {cpu[name]} vCPUs of {cap.get('cpus', 0)}x4, "
+                            f"{mem[name] / 2**30:.0f}Gi of {cap.get('memory')}")  # fmt: skip
+            if status.get("domains", 0) > bound[name]:
+                extra.append(f"{name}: {status.get('domains')} domains, {bound[name]} VMs bound")
+        self._judge(self.NAMES[0], over)
+        self._judge(self.NAMES[1], moved)
+        self._judge(self.NAMES[2], extra)
+        if quota is not None:
+            used = quota.get("status", {}).get("used", {})
+            # A deleted VM whose uid is in status.released has had its charge taken off (its
+            # domain is gone) and only waits for its finalizer to go: it no longer holds quota.
+            released = set(quota.get("status", {}).get("released") or [])
+            holding = [v for v in items if v["metadata"].get("uid") not in released]
+            vcpus = sum(self._flavors[v["spec"]["flavor"]]["vcpus"] for v in holding)
+            below = []
+            if used.get("vms", 0) < len(holding) or used.get("vcpus", 0) < vcpus:
+                below.append(f"used vms={used.get('vms')} vcpus={used.get('vcpus')}; "
+                             f"exist {len(holding)} VMs, {vcpus} vCPUs")  # fmt: skip
+            self._judge(self.NAMES[3], below)
+
+    def finish(self) -> bool:
+        """Stop, print each invariant with its checks and violations; True if none."""
+        self._stop.set()
+        self._thread.join(30)
+        print(f"\n## invariants at every instant ({self.snapshots} snapshots, every "
+              f"{self.period} s; {self.reads_failed} failed reads, the API down)")  # fmt: skip
+        ok = self.snapshots > 0
+        for name in self.NAMES:
+            if name not in self.checks:
+                continue
+            bad = self.violations[name]
+            detail = f"{self.checks[name]} checks, {bad} violations"
+            if bad:
+                detail += f", e.g. {self.examples[name]}"
+            print(f"  {'PASS' if not bad else 'FAIL'}  {name}: {detail}")
+            ok = ok and not bad
+        total = sum(self.checks.values())
+        print(f"  invariant checks made: {total}; violations: {sum(self.violations.values())}")
+        return ok
 
 
 def _leader(custom: Any) -> str | None:

@@ -400,9 +400,19 @@ class ProxyThread:
         return future.result(30)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the listeners, then end what is still running (watches being streamed, a
+        refusal waiting to reopen), so nothing runs on after its loop is gone."""
+        await self.proxy.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def counts(self) -> dict[str, int]:
         return self.proxy.counts()
