@@ -115,3 +115,18 @@ def test_a_review_whose_size_disagrees_with_the_flavor_is_refused(
     assert answer["allowed"] is False, answer
     assert "spec.resources: is copied from flavor" in answer["status"]["message"]
     assert quota_used(test_cluster, wh_namespace) == {}, "never written"
+
+
+def test_a_review_without_the_charge_is_refused_not_admitted_free(
+    test_cluster: LocalCluster, webhook: Webhook, wh_namespace: str, flavor: str
+) -> None:
+    """What the webhook did when the mutating webhook had not marked the VM (the flavor
+    appeared in between, or a review skipped it): admit it uncharged."""
+    apply(test_cluster, quota_doc(wh_namespace, vms=5))
+    vm = as_mutated(vm_manifest("free", wh_namespace, flavor), flavor, {})
+    del vm["metadata"]["annotations"][KEY]
+    reply = webhook.post("/validate", review("CREATE", vm), client=webhook.api_server_client)
+    answer = reply.body["response"]
+    assert answer["allowed"] is False, answer
+    assert f"metadata.annotations[{KEY}]: is missing" in answer["status"]["message"]
+    assert quota_used(test_cluster, wh_namespace) == {}, "never written"

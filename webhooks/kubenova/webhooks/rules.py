@@ -150,7 +150,16 @@ def quota_marks(vm: VirtualMachine, charge: QuotaAmounts, size: VMResources) -> 
     not come through the mutating webhook, or the flavor changed in between."""
     problems: list[Problem] = []
     key = constants.ANNOTATION_QUOTA_CHARGED
-    if vm.metadata.annotations.get(key) != quota_math.format_charge(charge):
+    recorded = vm.metadata.annotations.get(key)
+    if recorded is None:
+        problems.append(
+            Problem(
+                f"metadata.annotations[{key}]",
+                f"is missing: kubenova's mutating webhook sets it from flavor {vm.spec.flavor!r} "
+                "(the flavor may have appeared meanwhile); create the VM again",
+            )
+        )
+    elif recorded != quota_math.format_charge(charge):
         problems.append(
             Problem(
                 f"metadata.annotations[{key}]",
