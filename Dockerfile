@@ -6,8 +6,8 @@
 # Dependencies are pinned by hack/requirements-image.txt. hack/image builds it with buildah
 # (no Docker needed); `docker build .` works the same.
 #
-# Lean by construction: compilers, headers and pip stay in the build stage; the image gets a
-# virtualenv (/opt/kubenova) with kubenova and its dependencies, and libvirt's client library.
+# Lean by construction: compilers, headers and pip stay in the build stages; the image gets
+# libvirt's client library, a virtualenv of the dependencies (/opt/kubenova) and kubenova.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -23,21 +23,26 @@ WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the pins change, not the sources.
 COPY hack/requirements-image.txt ./
 RUN pip install --no-cache-dir -r requirements-image.txt
+
+# The dependencies as the image gets them, without pip. kubernetes 37 ships an asyncio copy
+# of its whole client (kubernetes.aio: 68 MB with its bytecode, a sixth of the image) that
+# kubenova never imports (kopf speaks aiohttp itself). kubenova itself lives beside the
+# virtualenv (/opt/kubenova-app, on its path by a .pth), so a source change rebuilds only
+# that small layer.
+FROM build AS deps
+RUN pip uninstall -y -q pip setuptools \
+ && rm -rf /opt/kubenova/lib/python3*/site-packages/kubernetes/aio \
+ && python -c 'import site; open(site.getsitepackages()[0] + "/kubenova-app.pth", "w").write("/opt/kubenova-app\n")'
+
+FROM build AS app
 COPY pyproject.toml README.md ./
 COPY crds/kubenova ./crds/kubenova
 COPY operator/kubenova ./operator/kubenova
 COPY node_agent/kubenova ./node_agent/kubenova
 COPY webhooks/kubenova ./webhooks/kubenova
 COPY hack/kubenova ./hack/kubenova
-# --no-deps: everything kubenova[agent] needs is pinned above; pip check proves it.
-# kubernetes 37 ships an asyncio copy of its whole client (kubernetes.aio: 68 MB with its
-# bytecode, a sixth of the image) that kubenova never imports (kopf speaks aiohttp itself);
-# the import line proves every entry point still loads without it.
-RUN pip install --no-cache-dir --no-deps . \
- && pip check \
- && pip uninstall -y -q pip setuptools \
- && rm -rf /opt/kubenova/lib/python3*/site-packages/kubernetes/aio \
- && python -c 'import kopf, kubernetes.client, libvirt, kubenova.operator, kubenova.webhooks, kubenova.node_agent'
+# --no-deps: everything kubenova[agent] needs is pinned above.
+RUN pip install --no-cache-dir --no-deps --target /opt/kubenova-app .
 
 FROM ${PYTHON_IMAGE}
 # libvirt0: the client library the agent's libvirt-python binds to (qemu:///system over the
@@ -46,7 +51,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libvirt0 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/* \
  && useradd --system --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin kubenova
-COPY --from=build /opt/kubenova /opt/kubenova
+COPY --from=deps /opt/kubenova /opt/kubenova
+COPY --from=app /opt/kubenova-app /opt/kubenova-app
 ENV PATH=/opt/kubenova/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# Every entry point loads in the image as shipped (without pip and kubernetes.aio).
+RUN python -c 'import kopf, kubernetes.client, libvirt, kubenova.operator, kubenova.webhooks, kubenova.node_agent'
 USER 65532:65532
 CMD ["python", "-m", "kubenova.operator"]

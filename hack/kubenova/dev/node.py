@@ -677,11 +677,22 @@ state = "{run}/containerd"
             raise NodeError(f"no nodes are up in {self.folder}; run: kubenova-dev node up")
         if not archive.is_file():
             raise NodeError(f"{archive}: no such image archive")
-        names = []
-        for i in range(1, state.nodes + 1):
-            self._import(i, archive)
-            names.append(self.layout.name(i))
-        return names
+        # all nodes at once: each import writes and unpacks the whole image
+        imports = {
+            i: subprocess.Popen(
+                ["ctr", "-a", str(self.layout.socket(i)), "-n", "k8s.io", "images", "import",
+                 str(archive)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(1, state.nodes + 1)
+        }  # fmt: skip
+        for i, proc in imports.items():
+            _, err = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise NodeError(f"importing {archive} into {self.layout.name(i)}: {err.strip()}")
+        return [self.layout.name(i) for i in imports]
 
     def running(self) -> bool:
         state = self.state()
