@@ -53,13 +53,13 @@ def control_character(value: str) -> str | None:
 
 
 def _check_plain(value: str) -> str:
-    if not _plain.match(value):
+    if not _plain.fullmatch(value):  # not match(): '$' would let a final newline through
         raise ValueError(PLAIN_NAME_MESSAGE)
     return value
 
 
 def _check_network(value: str) -> str:
-    if not _network.match(value):
+    if not _network.fullmatch(value):
         raise ValueError(NETWORK_NAME_MESSAGE)
     return value
 
@@ -72,7 +72,7 @@ def _check_single_line(value: str) -> str:
 
 
 def is_plain_name(value: str) -> bool:
-    return bool(_plain.match(value)) and len(value) <= 253
+    return bool(_plain.fullmatch(value)) and len(value) <= 253
 
 
 PlainName = Annotated[

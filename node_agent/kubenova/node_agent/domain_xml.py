@@ -41,9 +41,10 @@ TRAFFIC_FILTER = "clean-traffic"
 MAC_PREFIX = "02"
 """First octet of the MACs kubenova assigns: locally administered, unicast (IEEE 802)."""
 
-# Characters XML 1.0 cannot carry at all (everything but tab, LF, CR below U+0020; the two
-# non-characters; surrogates, which a Python string can hold but UTF-8 cannot).
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# Characters XML 1.0 cannot carry at all (everything but tab and LF below U+0020; the two
+# non-characters; surrogates, which a Python string can hold but UTF-8 cannot), and CR, which
+# a parser turns into LF in text: refused rather than changed behind the user's back.
+_NOT_XML = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff\ud800-\udfff]")
 _PCI = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 _HUGE_PAGE_KIB = {HugePageSize.SIZE_2MI: 2048, HugePageSize.SIZE_1GI: 1048576}
 
@@ -244,8 +245,8 @@ def _xml_safe(value: str, where: str) -> str:
     m = _NOT_XML.search(value)
     if m is not None:
         raise DomainXMLError(
-            f"{where}: {value[:64]!r} contains U+{ord(m.group()):04X}, which XML cannot carry; "
-            "remove it"
+            f"{where}: {value[:64]!r} contains U+{ord(m.group()):04X}, which the domain XML "
+            "cannot carry; remove it"
         )
     return value
 
