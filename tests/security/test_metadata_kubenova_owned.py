@@ -21,6 +21,8 @@ from tests.fixtures.identities import (
     chart_policies,
     in_force,
     policy_helm,
+    service_account_token,
+    token_client,
     user_client,
 )
 from tests.fixtures.webhook import Webhook, vm_manifest
@@ -289,3 +291,39 @@ def test_what_is_the_tenants_stays_the_tenants(
         {"metadata": {"annotations": {constants.ANNOTATION_TRACE_ID: "other"}}}, namespace=ns,
     )  # fmt: skip
     assert answer.startswith("403") and constants.ANNOTATION_TRACE_ID in answer, answer
+
+
+def test_the_webhooks_account_changes_only_its_quota_marks(
+    test_cluster: LocalCluster, tenant: Client, wh_namespace: str, flavor: str,
+    chart_policies: Policies,
+) -> None:  # fmt: skip
+    """kubenova's webhooks are the part reachable from the network: their ServiceAccount may
+    release a charge (its annotation and finalizer) and write VMQuota status, nothing else."""
+    ns, p = wh_namespace, chart_policies
+    _quota(test_cluster, ns)
+    before = _bound_vm(test_cluster, tenant, ns, "svc", flavor)
+    token = service_account_token(test_cluster, p.namespace, p.account("webhooks"), None)
+    webhooks = token_client(test_cluster, p.user("webhooks"), token)
+    fins = before["metadata"]["finalizers"]
+    assert constants.QUOTA_FINALIZER in fins and constants.VM_FINALIZER in fins, fins
+    strip = {"metadata": {"finalizers": [constants.QUOTA_FINALIZER]}}
+    answers = {
+        "domain-cleanup": webhooks.patch("virtualmachines", "svc", strip, namespace=ns),
+        "host label": webhooks.patch(
+            "virtualmachines", "svc", {"metadata": {"labels": {HOST: None}}}, namespace=ns
+        ),
+    }
+    assert all(a.startswith("403") for a in answers.values()), answers
+    assert all("changes only the kubenova.io/quota-charged" in a for a in answers.values())
+    assert _meta(test_cluster.get("vm", "-n", ns, "svc")) == _meta(before)
+
+    release = {
+        "metadata": {
+            "finalizers": [f for f in fins if f != constants.QUOTA_FINALIZER],
+            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: None},
+        }
+    }
+    assert webhooks.patch("virtualmachines", "svc", release, namespace=ns) == ""
+    after = test_cluster.get("vm", "-n", ns, "svc")["metadata"]
+    assert after["finalizers"] == [constants.VM_FINALIZER]
+    assert constants.ANNOTATION_QUOTA_CHARGED not in after.get("annotations", {})
