@@ -11,6 +11,7 @@ overlay and the seed, which may carry a Secret's user data, are 0600.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ import yaml
 
 from kubenova.node_agent.domain_xml import Storage, StoreFile
 
+log = logging.getLogger(__name__)
 SEED_TOOLS = ("genisoimage", "mkisofs", "xorrisofs")
 FOLDER_MODE = 0o711
 FILE_MODE = 0o600
@@ -44,9 +46,12 @@ def check_in_store(file: StoreFile, store: str) -> Path:
     root = Path(store).resolve()
     real = Path(file.path).resolve()
     if root not in real.parents:
+        # Where the link leads is for the admin's log, not for the VM's status: it may name
+        # another tenant's files.
+        log.warning("refusing %s: %s resolves to %s, outside %s", file.field, file.path, real, root)
         raise StorageError(
-            f"{file.field} {file.name!r}: {file.path} resolves to {real}, outside the image "
-            f"store {root}; kubenova uses no file outside it (an admin must fix the link)"
+            f"{file.field} {file.name!r}: {file.path} leads outside the image store; kubenova "
+            "uses no file outside it (an admin must fix the link)"
         )
     if not real.is_file():
         raise StorageError(

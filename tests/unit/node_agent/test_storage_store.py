@@ -33,7 +33,7 @@ def test_a_file_in_the_store_and_a_link_within_it_resolve(store: Path) -> None:
     assert storage.check_in_store(_named(store, "alias.qcow2"), str(store)) == store / "good.qcow2"
 
 
-def test_a_link_out_of_the_store_is_refused_naming_the_field_and_the_target(
+def test_a_link_out_of_the_store_is_refused_naming_the_field_not_the_target(
     store: Path, tmp_path: Path
 ) -> None:
     victim = tmp_path / "domains" / "team-b_db" / "root.qcow2"
@@ -43,9 +43,10 @@ def test_a_link_out_of_the_store_is_refused_naming_the_field_and_the_target(
     with pytest.raises(storage.StorageError) as e:
         storage.check_in_store(_named(store, "evil.qcow2"), str(store))
     assert str(e.value) == (
-        f"spec.boot.image 'evil.qcow2': {store}/evil.qcow2 resolves to {victim}, outside the "
-        f"image store {store}; kubenova uses no file outside it (an admin must fix the link)"
+        f"spec.boot.image 'evil.qcow2': {store}/evil.qcow2 leads outside the image store; "
+        "kubenova uses no file outside it (an admin must fix the link)"
     )
+    assert str(victim.parent) not in str(e.value), "the VM's status must not show the target"
 
 
 def test_a_store_that_is_itself_a_link_still_confines(store: Path, tmp_path: Path) -> None:
