@@ -188,11 +188,9 @@ def plan(
     boot = vm.spec.boot
     kernel = None
     if boot.kernel is not None:
-        field = "spec.boot.kernel.name"
-        vmlinuz = store_file(store, field, boot.kernel.name, KERNELS)
-        vmlinuz = dataclasses.replace(vmlinuz, path=f"{vmlinuz.path}/{KERNEL_FILE}")
-        initrd = dataclasses.replace(
-            vmlinuz, path=str(PurePosixPath(vmlinuz.path).with_name(INITRD_FILE))
+        pair = store_file(store, "spec.boot.kernel.name", boot.kernel.name, KERNELS)
+        vmlinuz, initrd = (
+            dataclasses.replace(pair, path=f"{pair.path}/{f}") for f in (KERNEL_FILE, INITRD_FILE)
         )
         kernel = KernelBoot(vmlinuz.path, initrd.path, boot.kernel.cmdline)
         storage = dataclasses.replace(storage, boot_files=(vmlinuz, initrd))
