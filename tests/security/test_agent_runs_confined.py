@@ -82,3 +82,15 @@ def test_the_agent_does_its_whole_job_within_the_confinement(
     wait_for("the agent to release web's finalizer", lambda: vm(tc, namespace, "web") is None)
     assert agent.alive()
     assert "denied request" not in agent.log_text()
+
+    # An admin moves the host to another rack; a restarted agent keeps the admin's value.
+    tc.kubectl("label", "host", host, f"{constants.LABEL_RACK}=r9", "--overwrite")
+    agent.stop()
+    again = agents.start(
+        host, f"test://{test_host}", KUBECONFIG=str(kubeconfig),
+        KUBENOVA_NAMESPACE=p.namespace, KUBENOVA_HOST_LABELS=f"{constants.LABEL_RACK}=r1",
+    )  # fmt: skip
+    wait_for("the restarted agent to keep its Host's labels", lambda: "keeps the labels"
+             in again.log_text())  # fmt: skip
+    assert tc.get("host", host)["metadata"]["labels"][constants.LABEL_RACK] == "r9"
+    assert again.alive() and "denied request" not in again.log_text()

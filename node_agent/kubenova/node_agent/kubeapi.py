@@ -218,7 +218,9 @@ class KubeAPI:
     # -- the Host -------------------------------------------------------------------------
 
     async def ensure_host(self, labels: dict[str, str]) -> None:
-        """Create the Host, or add our labels to it (labels others set are kept)."""
+        """Create the Host, or add those of our labels it lacks: a label an administrator set
+        or changed since is theirs (a dedicated pool, a rack) and stays as it is, which is also
+        all the agent-confinement policy lets an agent do."""
         body = {
             "apiVersion": constants.API_VERSION,
             "kind": "Host",
@@ -237,13 +239,27 @@ class KubeAPI:
         except ApiException as e:
             if e.status != 409:
                 raise
+        current = await _call(
+            self.custom.get_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            "hosts",
+            self.host,
+        )
+        have: dict[str, str] = (current.get("metadata") or {}).get("labels") or {}
+        missing = {k: v for k, v in labels.items() if k not in have}
+        kept = sorted(k for k, v in labels.items() if k in have and have[k] != v)
+        if kept:
+            log.info("Host %s keeps the labels %s as set on it", self.host, ", ".join(kept))
+        if not missing:
+            return
         await client.call(
             self.custom.patch_cluster_custom_object,
             constants.GROUP,
             constants.VERSION,
             "hosts",
             self.host,
-            {"metadata": {"labels": labels}},
+            {"metadata": {"labels": missing}},
             _content_type=MERGE_PATCH,
         )
 
