@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kubenova.webhooks import server
 from tests.fixtures.webhook import Webhook, review, vm_manifest
 
 pytestmark = pytest.mark.apiserver
@@ -49,4 +50,15 @@ def test_a_malformed_review_is_a_bad_request_with_a_reason(
         assert reply.status == 400, (path, reply)
         assert expected in reply.message, (path, reply)
         assert "Traceback" not in reply.message
+    assert webhook.healthy()
+
+
+def test_a_review_larger_than_any_admitted_vm_can_make_is_refused_unread(
+    webhook: Webhook,
+) -> None:
+    body = review("CREATE", vm_manifest("huge", "default"))
+    body["request"]["object"]["metadata"]["annotations"] = {"a": "x" * server.MAX_REVIEW_BYTES}
+    reply = webhook.post("/validate", body, client=webhook.api_server_client)
+    assert reply.status == 413, reply.status
+    assert f"at most {server.MAX_REVIEW_BYTES} bytes" in reply.message, reply.message
     assert webhook.healthy()
