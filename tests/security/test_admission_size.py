@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from kubenova.api import constants
+from kubenova.api.vm import VirtualMachine
 from kubenova.webhooks import server, sizes
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import (
@@ -50,8 +51,6 @@ def big_vm(name: str, namespace: str, flavor: str) -> dict[str, Any]:
 
 
 def test_the_request_limit_fits_an_update_of_the_largest_vm() -> None:
-    from kubenova.api.vm import VirtualMachine
-
     largest = sizes.largest_object(VirtualMachine)
     assert 2 * largest <= server.MAX_REVIEW_BYTES
     # The API server refuses requests above 3 MiB: nothing larger can ever be sent.
