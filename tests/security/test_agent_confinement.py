@@ -118,11 +118,12 @@ def test_an_agent_registers_only_its_own_host_with_only_the_charts_labels(
         in refused["dedicated pool label"]
     )
     assert "may not write the spec" in refused["cordoned"]
-    assert test_cluster.kubectl("get", "host", me, other, check=False).stdout.strip() == ""
+    assert test_cluster.kubectl("get", "host", other, check=False).returncode != 0
 
     labels = {constants.LABEL_HOSTNAME: me, CLASS: "general"}
-    if test_cluster.kubectl("get", "host", me, check=False).returncode != 0:
-        assert a.create("hosts", _host(me, labels)) == ""
+    test_cluster.kubectl("delete", "host", me, "--ignore-not-found")  # a fresh registration
+    assert a.create("hosts", _host(me, labels)) == ""
+    assert test_cluster.get("host", me)["metadata"]["labels"] == labels
     # What ensure_host does on every start: set the chart's labels again.
     assert a.patch("hosts", me, {"metadata": {"labels": labels}}) == ""
 
