@@ -599,7 +599,8 @@ class Watchdog:
     """The invariants that must hold at every instant, not only at the end: read from the
     API's own objects every `period` seconds, in a thread, while the run goes on. Each read is
     ordered so that a write landing between two lists can only make an invariant look better
-    (hosts before VMs, VMs before the quota), never a false violation."""
+    (hosts before VMs, VMs before the quota whose `used` is judged), never a false violation;
+    the quota is read before the VMs too, for the uids it has released."""
 
     NAMES = (
         "no host allocated beyond its capacity (cpu x4 over-commit, memory x1)",
@@ -616,6 +617,8 @@ class Watchdog:
         self.examples: dict[str, str] = {}
         self.reads_failed = 0
         self.first_host: dict[str, str] = {}
+        self.released: set[str] = set()
+        """uids ever seen in the quota's status.released."""
         self.ever_bound: dict[str, set[str]] = {}
         """Host → VMs ever seen bound to it: a deleted VM's domain may outlive its object
         until the agent's next report."""
@@ -646,14 +649,20 @@ class Watchdog:
             self.examples.setdefault(name, at + "; ".join(bad[:3]))
             self.last_seen[name] = at
 
+    def _quota(self) -> dict[str, Any] | None:
+        if not self.quota:
+            return None
+        q: dict[str, Any] = self.custom.get_namespaced_custom_object(G, V, NS, "vmquotas", "bench")
+        return q
+
     def check_once(self) -> None:
         if not self._flavors:
             listing = self.custom.list_cluster_custom_object(G, V, "flavors")["items"]
             self._flavors = {f["metadata"]["name"]: f["spec"] for f in listing}
         hosts = self.custom.list_cluster_custom_object(G, V, "hosts")["items"]
+        before = self._quota()
         items = self.custom.list_namespaced_custom_object(G, V, NS, "virtualmachines")["items"]
-        quota = (self.custom.get_namespaced_custom_object(G, V, NS, "vmquotas", "bench")
-                 if self.quota else None)  # fmt: skip
+        quota = self._quota()
         self.snapshots += 1
         cpu: Counter[str] = Counter()
         mem: Counter[str] = Counter()
@@ -686,7 +695,12 @@ class Watchdog:
             used = quota.get("status", {}).get("used", {})
             # A deleted VM whose uid is in status.released has had its charge taken off (its
             # domain is gone) and only waits for its finalizer to go: it no longer holds quota.
-            released = set(quota.get("status", {}).get("released") or [])
+            # A uid leaves status.released only once its VM is gone, so every uid seen there
+            # stays released: a VM listed just before its finalizer went, whose uid a release
+            # pruned just after, is not mistaken for one that holds a charge.
+            for q in (before, quota):
+                self.released.update((q or {}).get("status", {}).get("released") or [])
+            released = self.released
             holding = [v for v in items if v["metadata"].get("uid") not in released]
             vcpus = sum(self._flavors[v["spec"]["flavor"]]["vcpus"] for v in holding)
             below = []
@@ -703,8 +717,11 @@ class Watchdog:
         """Stop, print each invariant with its checks and violations; True if none."""
         self._stop.set()
         self._thread.join(30)
-        print(f"\n## invariants at every instant ({self.snapshots} snapshots, every "
-              f"{self.period} s; {self.reads_failed} failed reads, the API down)")  # fmt: skip
+        reads = self.snapshots + self.reads_failed
+        every = (time.monotonic() - self.started) / max(reads, 1)
+        print(f"\n## invariants at every instant ({self.snapshots} snapshots, one per "
+              f"{every:.2f} s, aiming at {self.period} s; {self.reads_failed} failed reads, "
+              "the API down)")  # fmt: skip
         ok = self.snapshots > 0
         for name in self.NAMES:
             if name not in self.checks:
