@@ -216,3 +216,20 @@ def test_two_releasers_at_once_subtract_once(api: Any, custom: Any, two_charged_
     assert quota.ReleaseOutcome.RELEASED in outcomes, outcomes
     assert not _exists(custom, ns, "gone")
     assert _status(custom, ns)[0].vms == 1
+
+
+def test_a_release_from_a_stale_copy_after_its_uid_was_pruned_subtracts_nothing(
+    api: Any, custom: Any, two_charged_vms: str
+) -> None:
+    """Found by the chaos run: a releaser acting on a VM from a lagging watch, after another
+    process released it and a recount pruned its uid, took the charge off a second time."""
+    ns = two_charged_vms
+    stale = _deleting(custom, ns, "gone")  # as a watch that has not caught up still shows it
+    first = quota.QuotaLedger(store.KubeStore(api))
+    assert asyncio.run(release(api, stale, first)) is quota.ReleaseOutcome.RELEASED
+    pruned = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    assert pruned is not None and pruned.vms == 1
+    assert not _status(custom, ns)[1].get("released"), "the uid is pruned"
+    late = asyncio.run(release(api, stale, quota.QuotaLedger(store.KubeStore(api))))
+    assert late is quota.ReleaseOutcome.NOT_OURS
+    assert _status(custom, ns)[0].vms == 1, "a stale copy took the charge off a second time"

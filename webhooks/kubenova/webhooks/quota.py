@@ -15,7 +15,9 @@ releaser first subtracts the recorded charge and adds the VM's uid to the quota'
 `status.released`, in one compare-and-swap, and only then removes the VM's quota finalizer and
 charge annotation. A second release of the same uid finds it recorded and subtracts nothing; a
 recount skips the VMs whose uid is recorded (their charge is already off `used`) and prunes the
-uids of VMs that hold no charge any more. Removing the finalizer first, as this module once did,
+uids of VMs that hold no charge any more. Because uids are pruned, a releaser whose copy of the
+VM is stale (a lagging watch) checks, between reading the quota and writing it, that the VM
+still holds its quota finalizer: a pruned uid's VM never does. Removing the finalizer first, as this module once did,
 let a recount that ran between the two writes stop counting the VM, and the subtraction then
 took its charge off a second time.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -205,11 +207,21 @@ class QuotaLedger:
         metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
         return out
 
-    async def release(self, namespace: str, amount: QuotaAmounts, uid: str | None = None) -> bool:
+    async def release(
+        self,
+        namespace: str,
+        amount: QuotaAmounts,
+        uid: str | None = None,
+        holds: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool:
         """Subtract `amount` from the namespace's usage; False when it has no quota.
 
         With the VM's `uid`, exactly once: the uid is recorded in `status.released` in the
-        same write, and a release of a uid already recorded subtracts nothing."""
+        same write, and a release of a uid already recorded subtracts nothing. `holds` says
+        whether the VM still holds its quota finalizer, read afresh: it is asked after the
+        quota is read and before the write, because a recorded uid is pruned once its VM let
+        go of the finalizer, and a releaser acting on a stale copy of the VM (a lagging watch)
+        must then find the finalizer gone rather than the uid missing."""
         async with self._lock(namespace):
             self.forget(namespace)
             for _ in range(MAX_ATTEMPTS * 4):
@@ -222,6 +234,8 @@ class QuotaLedger:
                 released = [u for u in status.get("released") or [] if isinstance(u, str)]
                 if uid is not None and uid in released:
                     return True  # released before (by another releaser, or before a crash)
+                if holds is not None and not await holds():
+                    return True  # released and let go of already; nothing is charged for it
                 done = self._finalized.get(namespace, set())
                 keep = [u for u in released if u not in done]
                 if uid is not None:
@@ -302,9 +316,29 @@ async def release_charge(
     recorded = meta.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
     charge = quota_math.parse_charge(recorded) if recorded else None
     ledger = ledger or QuotaLedger(store.KubeStore(api))
-    if charge is not None:
-        await ledger.release(meta.namespace, charge, meta.uid)
     custom = kubernetes.client.CustomObjectsApi(api)
+
+    async def holds_finalizer() -> bool:
+        """The VM as it is now (a quorum read), not as the caller's copy shows it."""
+        try:
+            raw: Any = await client.call(
+                custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                meta.namespace,
+                VirtualMachine.crd.plural,
+                meta.name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        m = raw.get("metadata") or {}
+        return m.get("uid") == meta.uid and constants.QUOTA_FINALIZER in (m.get("finalizers") or [])
+
+    if charge is not None:
+        # Whether it was released meanwhile, the finalizer patch below finds out (404/409).
+        await ledger.release(meta.namespace, charge, meta.uid, holds_finalizer)
     current = meta
     for _ in range(MAX_ATTEMPTS):
         patch = {
