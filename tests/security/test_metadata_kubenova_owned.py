@@ -211,6 +211,12 @@ def test_a_tenant_cannot_bind_its_vm_by_label_nor_move_it(
     answer = tenant.create("virtualmachines", forged)
     assert answer.startswith("403") and "is kubenova's" in answer, answer
     assert test_cluster.kubectl("get", "vm", "-n", ns, "squatter", check=False).returncode != 0
+    del forged["metadata"]["name"]
+    forged["metadata"]["generateName"] = "squatter-"
+    answer = tenant.create("virtualmachines", forged)
+    # (the API server has generated the name before admission: the message names it)
+    assert answer.startswith("403") and f"VirtualMachine {ns}/squatter-" in answer, answer
+    assert test_cluster.get("vm", "-n", ns)["items"] == []
 
     before = _bound_vm(test_cluster, tenant, ns, "app", flavor)
     for labels in ({HOST: "host-y"}, {HOST: None}, {"kubenova.io/pool": "gpu"}):
