@@ -17,16 +17,16 @@ and two pools and prints:
     alone, with nothing of kubenova running — what the API server and etcd cost by themselves.
 
 With --chaos, during the workload it kills the leader, kills and restarts agent processes,
-restarts kube-apiserver and etcd and deletes a tenth of the VMs; every component (operators,
-agents, webhooks) reaches the API through a fault proxy (`kubenova.dev.faultproxy`) injecting
-a seeded random mix of API faults (--faults RATE, --seed N): replies dropped after the write
-landed, 409, 429, 500, 503, timeouts, latency, watches cut and lagging, connections refused.
-While it runs, the
-invariants are checked every 0.5 s from the API's own objects (no host allocated beyond its
-capacity, no VM's binding moved to another host, no host with more domains than VMs it was
-given, quota used never below what exists); after it, the final ones (every VM bound once and
-Running with a domain, no host over-allocated, quota used equal to what exists, no orphan
-domain). It prints each with its result, the faults injected per kind and the checks made.
+restarts kube-apiserver and etcd and deletes a tenth of the VMs (--deletes); every component
+(operators, agents, webhooks) reaches the API through a fault proxy (`kubenova.dev.faultproxy`)
+injecting a seeded random mix of API faults (--faults RATE, --seed N): replies dropped after
+the write landed, 409, 429, 500, 503, timeouts, latency, watches cut and lagging, connections
+refused. While it runs, the invariants are checked every 0.5 s from the API's own objects (no
+host allocated beyond its capacity, no VM's binding moved to another host, no host with more
+domains than VMs it was given, quota used never below what exists); after it, the final ones
+(every VM bound once and Running with a domain, no host over-allocated, quota used equal to
+what exists, no orphan domain). It prints each with its result, the faults injected per kind
+and the checks made.
 Not a pytest test: a program that prints figures.
 """
 
@@ -348,6 +348,12 @@ def main() -> None:
         help="with --chaos: each API request's chance of a fault (0: no proxy)",
     )
     p.add_argument("--seed", type=int, default=1, help="of the fault mix")
+    p.add_argument(
+        "--deletes",
+        type=float,
+        default=0.1,
+        help="with --chaos: share of the VMs deleted mid-run (0: none)",
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the API-server-alone run")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--keep", action="store_true", help="keep the state folder")
@@ -430,7 +436,9 @@ def main() -> None:
     for c in comps:
         c.cpu_before = c.cpu_now()
     names = [f"vm-{i:05d}" for i in range(a.vms)]
-    chaos = Chaos(plane, comps, operators, agents, custom, timings, a.vms) if a.chaos else None
+    chaos = None
+    if a.chaos:
+        chaos = Chaos(plane, comps, operators, agents, custom, timings, a.vms, a.deletes)
     watchdog: Watchdog | None = None
     if a.chaos:
         watchdog = Watchdog(custom, quota=not a.no_webhooks)
@@ -748,8 +756,9 @@ def _leader(custom: Any) -> str | None:
 
 class Chaos:
     """Faults at 10, 25, 40 and 55 % of the VMs bound, one at a time, injected by `tick()`
-    from the main loop. After each fault a canary VM is created; the fault's recovery time is
-    from the fault until its canary runs — the end-to-end time until kubenova works again."""
+    from the main loop, then (at 70 %) a share of the running VMs deleted. After each fault a
+    canary VM is created; the fault's recovery time is from the fault until its canary runs —
+    the end-to-end time until kubenova works again."""
 
     def __init__(
         self,
@@ -760,17 +769,20 @@ class Chaos:
         custom: Any,
         timings: Timings,
         vms: int,
+        deletes: float = 0.1,
     ) -> None:
         self.plane, self.comps, self.operators, self.agents = plane, comps, operators, agents
         self.custom, self.timings, self.vms = custom, timings, vms
+        self.deletes = deletes
         self.log: list[str] = []
         self.steps: list[tuple[float, Callable[[], str]]] = [
             (0.1, self.kill_leader),
             (0.25, self.kill_agents),
             (0.4, lambda: self.restart("kube-apiserver")),
             (0.55, lambda: self.restart("etcd")),
-            (0.7, self.delete_some),
         ]
+        if deletes > 0:
+            self.steps.append((0.7, self.delete_some))
         self.canaries: list[str] = []
         self.deleted: list[str] = []
         self.watching: tuple[str, float, str] | None = None
@@ -833,12 +845,12 @@ class Chaos:
         self.later.append((time.monotonic() + 5, victim))
         return f"killed {victim.name} (its hosts' domains lost), restarted 5 s later"
 
-    def delete_some(self, share: float = 0.1) -> str:
-        """Delete a tenth of the VMs that run: the agents tear their domains down and the
+    def delete_some(self) -> str:
+        """Delete a share of the VMs that run: the agents tear their domains down and the
         quota gives their charges back, all through the faults."""
         with self.timings.lock:
             victims = sorted(n for n in self.timings.running if n.startswith("vm-"))
-        victims = victims[: max(1, int(self.vms * share))]
+        victims = victims[: max(1, int(self.vms * self.deletes))]
         for name in victims:
             try:
                 self.custom.delete_namespaced_custom_object(G, V, NS, "virtualmachines", name)

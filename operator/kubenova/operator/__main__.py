@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds after a host's heartbeat expired before its fenced VMs are recreated",
     )
     p.add_argument("--rebalance-period", type=float, default=60.0)
+    p.add_argument(
+        "--assumption-ttl",
+        type=float,
+        default=30.0,
+        help="seconds a placement waits for the watch to confirm it before the API is asked",
+    )
     args = p.parse_args(argv)
 
     logs.setup("operator")
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             migration_limits=Limits(args.migrations_per_host, args.migrations_in_cluster),
             host_failure_grace=args.host_failure_grace,
             rebalance_period=args.rebalance_period,
+            assumption_ttl=args.assumption_ttl,
         )
     )
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))
