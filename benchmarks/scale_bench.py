@@ -26,8 +26,7 @@ host allocated beyond its capacity, no VM's binding moved to another host, no ho
 domains than VMs it was given, quota used never below what exists); after it, the final ones
 (every VM bound once and Running with a domain, no host over-allocated, quota used equal to
 what exists, no orphan domain). It prints each with its result, the faults injected per kind
-and the checks made.
-Not a pytest test: a program that prints figures.
+and the checks made. Not a pytest test: a program that prints figures.
 """
 
 from __future__ import annotations

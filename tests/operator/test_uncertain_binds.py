@@ -125,3 +125,45 @@ def test_a_bind_whose_reply_was_lost_never_over_commits_the_host(
     wait_for("the urgent VM explained", lambda: "insufficient memory" in
              (kn.get_vm("urgent").get("status", {}).get("reason") or ""), timeout=30)  # fmt: skip
     assert "host" not in kn.get_vm("urgent").get("status", {})
+
+
+def test_an_uncertain_bind_the_watch_has_not_confirmed_is_settled_by_asking_the_api(
+    kn: Cluster, operators: Operators, namespace: str, fault_proxy: Proxy
+) -> None:
+    """The bind lands, its reply is lost, and reading the VM back fails too: the room stays
+    held, and once the assumption has waited its TTL the operator asks the API again and
+    finishes the bind (the host label) long before its lagging watch could tell it."""
+    ns = namespace
+    # Under kopf's 75 s watch client timeout: a stream delivers what happens in its first
+    # 75 - watch_lag seconds; later events wait for the next stream.
+    watch_lag = 30.0
+    kn.host(f"{ns}-h1", cpus=4, memory="8Gi")
+    big = kn.flavor(f"{ns}-big", vcpus=1, memory="8Gi")
+    pool = kn.pool(f"{ns}-pool")
+    lag = Rule(Fault.LATENCY, verbs=frozenset({"watch"}), resources=frozenset({"virtualmachines"}),
+               delay=watch_lag)  # fmt: skip
+    fault_proxy.rules(lag)
+    operators.start("op-1", "--assumption-ttl", "1", kubeconfig=fault_proxy.kubeconfig())
+    wait_for("op-1 to lead", lambda: leader(kn, ns) == "op-1", timeout=60)
+    wait_for("the operator's VM watch", lambda: fault_proxy.plan.seen(0), timeout=60)
+    reads = Rule(Fault.UNAVAILABLE, verbs=frozenset({"get"}),
+                 resources=frozenset({"virtualmachines"}), times=6)  # fmt: skip
+    fault_proxy.rules(Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, times=1), reads, lag)
+    created = time.monotonic()
+    create_vm(kn, "first", big, pool)
+
+    def labelled() -> str | None:
+        host: str | None = (
+            kn.get_vm("first")["metadata"].get("labels", {}).get(constants.LABEL_HOST)
+        )
+        return host
+
+    # The operator sees the create `watch_lag` after it, and its own bind `watch_lag` after
+    # that: a label before 2 * watch_lag came from the sweep's read of the API.
+    host = wait_for("the bind finished by the sweep", labelled, timeout=3 * watch_lag)
+    took = time.monotonic() - created
+    assert host == f"{ns}-h1"
+    assert fault_proxy.plan.fired(0) == 1 and fault_proxy.plan.fired(1) == 6
+    assert took < 2 * watch_lag, f"labelled {took:.0f} s after the create: by the watch"
+    status = kn.get_vm("first")["status"]
+    assert [h["action"] for h in status.get("history", [])].count("Scheduled") == 1
