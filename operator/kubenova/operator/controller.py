@@ -380,8 +380,10 @@ class Controller:
             newest = self._newest(fresh)
             if newest is not None:
                 self.world.upsert_vm(newest)
-            with contextlib.suppress(ApiException):  # else the status loop labels it
+            try:
                 await self._label_host(fresh, host, fresh.metadata.resource_version or "")
+            except Exception as e:  # the status loop labels it on its next pass
+                log.warning("labelling %s with host %s failed: %s", key, host, e)
             return
         if fresh.status.host:
             log.info("%s is bound to %s by another decision", key, fresh.status.host)
