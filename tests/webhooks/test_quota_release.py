@@ -10,6 +10,7 @@ acts only on VMs whose last finalizer is the quota's, out of these races."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,3 +234,40 @@ def test_a_release_from_a_stale_copy_after_its_uid_was_pruned_subtracts_nothing(
     late = asyncio.run(release(api, stale, quota.QuotaLedger(store.KubeStore(api))))
     assert late is quota.ReleaseOutcome.NOT_OURS
     assert _status(custom, ns)[0].vms == 1, "a stale copy took the charge off a second time"
+
+
+def _admitted_not_stored(api: Any, custom: Any, ns: str) -> quota.QuotaLedger:
+    """One VM exists and is charged; the webhook then admits a second (charged, not yet
+    stored by the API server): the window every create passes through."""
+    _vm(custom, ns, "stored")
+    _quota(custom, ns, vms=1)
+    webhook = quota.QuotaLedger(store.KubeStore(api))
+    assert asyncio.run(webhook.charge(ns, CHARGE)).admitted
+    assert _status(custom, ns)[0].vms == 2
+    return webhook
+
+
+def test_a_recount_between_a_charge_and_the_create_keeps_the_charge(
+    api: Any, custom: Any, namespace: str
+) -> None:
+    """Found by the chaos run (used 101 with 102 VMs): a recount that lands after the webhook
+    charged a create but before the API server stored the VM counted one VM too few and wrote
+    that, so the VM ran uncharged."""
+    ns = namespace
+    _admitted_not_stored(api, custom, ns)
+    recounted = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    _vm(custom, ns, "admitted")  # the API server stores it now
+    assert recounted is not None and recounted.vms == 2
+    assert _status(custom, ns)[0].vms == 2, "two VMs exist, both charged"
+
+
+def test_a_recount_after_the_settle_time_heals_a_charge_whose_create_never_landed(
+    api: Any, custom: Any, namespace: str
+) -> None:
+    ns = namespace
+    _admitted_not_stored(api, custom, ns)  # ... and the create then failed after admission
+    later = time.time() + quota_math.CHARGE_SETTLE_SECONDS + 1
+    ledger = quota.QuotaLedger(store.KubeStore(api), clock=lambda: later)
+    recounted = asyncio.run(ledger.recount(ns))
+    assert recounted is not None and recounted.vms == 1
+    assert _status(custom, ns)[0].vms == 1, "the drift is healed once no charge is in flight"

@@ -3,6 +3,7 @@ webhook and recounted by the operator. Namespaced. Pure."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -45,6 +46,9 @@ class VMQuotaStatus(Model):
     """UIDs of deleted VMs whose charge is off `used` but whose quota finalizer may remain."""
     # Written together with `used` (one compare-and-swap): a recount does not count these VMs
     # and a second release does not subtract them again; recounts prune them.
+    last_charge_time: dt.datetime | None = None
+    """When the webhook last added a charge; a recount lowers no usage for 30 s after it (the
+    charged VM may not be stored yet)."""
     observed_generation: int | None = None
     """The metadata.generation this status describes."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -148,3 +148,23 @@ class TestBatch:
         assert [not d for d in decisions] == [True] * 11 + [False] * 89, "a dry run takes no room"
         assert total.vms == 10
         assert str(decisions[-1][0]) == "vms: requested 1, used 10, limited to 10"
+
+
+class TestRecountedUsage:
+    """A recount lowers no usage while a charge may still be unstored, and heals after."""
+
+    @given(counted=usages(), used=usages(), age=st.floats(0, quota_math.CHARGE_SETTLE_SECONDS))
+    def test_within_the_settle_time_nothing_is_lowered(
+        self, counted: QuotaAmounts, used: QuotaAmounts, age: float
+    ) -> None:
+        out = quota_math.recounted_usage(counted, used, 1000.0, 1000.0 + age * 0.999)
+        for base in (counted, used):
+            assert quota_math.subtract(base, out) == quota_math.zero()
+
+    @given(counted=usages(), used=usages())
+    def test_after_it_or_with_no_charge_the_count_stands(
+        self, counted: QuotaAmounts, used: QuotaAmounts
+    ) -> None:
+        late = 1000.0 + quota_math.CHARGE_SETTLE_SECONDS
+        assert quota_math.recounted_usage(counted, used, 1000.0, late) == counted
+        assert quota_math.recounted_usage(counted, used, None, 1000.0) == counted

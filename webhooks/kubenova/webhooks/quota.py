@@ -17,14 +17,18 @@ charge annotation. A second release of the same uid finds it recorded and subtra
 recount skips the VMs whose uid is recorded (their charge is already off `used`) and prunes the
 uids of VMs that hold no charge any more. Because uids are pruned, a releaser whose copy of the
 VM is stale (a lagging watch) checks, between reading the quota and writing it, that the VM
-still holds its quota finalizer: a pruned uid's VM never does. Removing the finalizer first, as this module once did,
-let a recount that ran between the two writes stop counting the VM, and the subtraction then
-took its charge off a second time.
+still holds its quota finalizer: a pruned uid's VM never does. Removing the finalizer first,
+as this module once did, let a recount that ran between the two writes stop counting the VM,
+and the subtraction then took its charge off a second time.
+
+A charge is written before the API server stores its VM, so it stamps `status.lastChargeTime`
+and a recount lowers no usage for `quota_math.CHARGE_SETTLE_SECONDS` after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -88,8 +92,10 @@ Waiter = tuple[quota_math.Request, "asyncio.Future[ChargeResult]"]
 class QuotaLedger:
     """Charges, releases and recounts against VMQuotas, for one process."""
 
-    def __init__(self, quotas: store.QuotaStore) -> None:
+    def __init__(self, quotas: store.QuotaStore, clock: Callable[[], float] = time.time) -> None:
         self.store = quotas
+        self.clock = clock
+        """Wall-clock seconds: charges are stamped with it and recounts compare against it."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._last: dict[str, dict[str, Any]] = {}
         """The quota as we last wrote or read it; a guess, checked by the CAS."""
@@ -119,9 +125,16 @@ class QuotaLedger:
         ns = raw["metadata"]["namespace"]
         return quota_math.recount(await self.store.vms(ns), await self.store.flavors())
 
-    async def _write(self, raw: dict[str, Any], used: QuotaAmounts) -> dict[str, Any]:
+    async def _write(
+        self, raw: dict[str, Any], used: QuotaAmounts, *, charged: bool = False
+    ) -> dict[str, Any]:
+        """Write `used`; `charged` stamps `status.lastChargeTime` in the same write."""
         started = time.perf_counter()
-        out = await self.store.write_status(store.status_body(raw, used))
+        body = store.status_body(raw, used)
+        if charged:
+            stamp = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+            body["status"]["lastChargeTime"] = stamp.isoformat().replace("+00:00", "Z")
+        out = await self.store.write_status(body)
         metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
         return out
 
@@ -185,7 +198,7 @@ class QuotaLedger:
                 continue
             if total != used or (raw.get("status") or {}).get("used") is None:
                 try:
-                    raw = await self._write(raw, total)
+                    raw = await self._write(raw, total, charged=total != used)
                 except store.ConflictError:
                     conflicts += 1
                     raw, fresh = await self._read(namespace), True
@@ -279,7 +292,15 @@ class QuotaLedger:
                     for vm in vms
                     if vm.metadata.uid in released and quota_math.holds_charge(vm)
                 )
-                used = quota_math.recount(charged, await self.store.flavors())
+                counted = quota_math.recount(charged, await self.store.flavors())
+                status = VMQuota.parse(raw).status
+                last = status.last_charge_time
+                used = quota_math.recounted_usage(
+                    counted,
+                    quota_math.normalized(status.used),
+                    last.timestamp() if last else None,
+                    self.clock(),
+                )
                 try:
                     await self._write_released(raw, used, still)
                     return used

@@ -102,6 +102,38 @@ def subtract(a: QuotaAmounts, b: QuotaAmounts) -> QuotaAmounts:
     )
 
 
+CHARGE_SETTLE_SECONDS = 30.0
+"""How long after a charge its VM may still be unstored: the API server stores an admitted
+object right after its webhooks answer, and a webhook may take at most 30 s (timeoutSeconds)."""
+
+
+def at_least(a: QuotaAmounts, b: QuotaAmounts) -> QuotaAmounts:
+    """Each amount the larger of `a`'s and `b`'s (unset counting as zero)."""
+    flavors = dict(a.flavors)
+    for name, n in b.flavors.items():
+        flavors[name] = max(flavors.get(name, 0), n)
+    return QuotaAmounts(
+        vms=max(a.vms or 0, b.vms or 0),
+        vcpus=max(a.vcpus or 0, b.vcpus or 0),
+        memory=max(_q(a.memory), _q(b.memory), key=lambda q: q.value),
+        gpus=max(a.gpus or 0, b.gpus or 0),
+        flavors={k: v for k, v in flavors.items() if v > 0},
+    )
+
+
+def recounted_usage(
+    counted: QuotaAmounts, used: QuotaAmounts, last_charge: float | None, now: float
+) -> QuotaAmounts:
+    """What a recount may write: the usage counted from stored VMs, except that within
+    CHARGE_SETTLE_SECONDS of a charge it lowers nothing. An admitted create is charged before
+    the API server stores its VM, so a recount in that window counts it out; lowering usage
+    then would let the VM run uncharged. Drift down (a create that failed after admission)
+    heals at the first recount after the window. Times are seconds since the epoch."""
+    if last_charge is not None and now - last_charge < CHARGE_SETTLE_SECONDS:
+        return at_least(counted, used)
+    return counted
+
+
 @dataclass(frozen=True)
 class Exceeded:
     """One hard limit a charge would pass."""
