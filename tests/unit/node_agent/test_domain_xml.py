@@ -179,7 +179,7 @@ def test_every_interface_gets_a_stable_locally_administered_mac_and_clean_traffi
     root = ET.fromstring(domain_xml.build(spec))
     ifaces = root.findall("devices/interface")
     assert len(ifaces) == 2
-    macs = [i.find("mac").get("address") for i in ifaces]  # type: ignore[union-attr]
+    macs = [str(i.find("mac").get("address")) for i in ifaces]  # type: ignore[union-attr]
     assert len(set(macs)) == 2, "one MAC per interface"
     for mac in macs:
         first = int(mac.split(":")[0], 16)
