@@ -28,6 +28,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "domainType": "qemu",
         "storage": "none",
         "hostLabels": {"zone": "a", "rack": "r1"},
+        "hostDisk": "4Ti",
         "tolerations": [{"key": "hypervisor", "operator": "Exists", "effect": "NoSchedule"}],
     },
     "webhooks": {

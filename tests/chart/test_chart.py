@@ -99,6 +99,7 @@ def test_schema_refuses_unknown_keys_and_a_single_webhook(helm: Helm) -> None:
         ({"operator": {"replics": 3}}, "additional properties 'replics' not allowed"),
         ({"webhooks": {"replicas": 1}}, "/webhooks/replicas"),
         ({"agent": {"storage": "nfs"}}, "/agent/storage"),
+        ({"agent": {"hostDisk": "4 TB; rm"}}, "/agent/hostDisk"),
     ):
         path = helm.values_file(values, "bad.yaml")
         proc = helm.run("template", "x", str(CHART), "-f", str(path), check=False)
@@ -197,6 +198,7 @@ def test_custom_values_reach_the_objects(helm: Helm) -> None:
     env = {e["name"]: e.get("value") for e in agent["containers"][0]["env"]}
     assert env["LIBVIRT_URI"] == "test:///default" and env["KUBENOVA_STORAGE"] == "none"
     assert env["KUBENOVA_HOST_LABELS"] == "rack=r1,zone=a"
+    assert env["KUBENOVA_HOST_DISK"] == "4Ti"
 
     webhooks = one(docs, "Deployment", "-webhooks")["spec"]["template"]["spec"]
     assert [c["name"] for c in webhooks["containers"]] == ["webhooks"]
