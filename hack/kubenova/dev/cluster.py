@@ -68,18 +68,36 @@ class ControlPlaneError(RuntimeError):
 def ensure_binaries(stream_progress: bool = True) -> Path:
     """The folder with etcd, kube-apiserver, kube-controller-manager, kubectl and helm,
     building them on first use (`$KUBENOVA_BIN_DIR` points at a ready folder instead)."""
-    ready = os.environ.get("KUBENOVA_BIN_DIR")
+    return built_folder(
+        BUILD_SCRIPT,
+        "KUBENOVA_BIN_DIR",
+        ControlPlaneError,
+        "the control plane",
+        stream_progress=stream_progress,
+    )
+
+
+def built_folder(
+    script: Path,
+    ready_env: str,
+    error: type[RuntimeError],
+    what: str,
+    stream_progress: bool = True,
+) -> Path:
+    """The folder `$ready_env` names, or else the one `script` builds (or finds built) and
+    prints on the last line of its stdout; a failed build raises `error`, naming `what`."""
+    ready = os.environ.get(ready_env)
     if ready:
         return Path(ready)
     proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
+        ["bash", str(script)],
         stdout=subprocess.PIPE,
         stderr=None if stream_progress else subprocess.PIPE,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise ControlPlaneError(f"building the control plane failed: {proc.stderr or ''}")
+        raise error(f"building {what} failed: {proc.stderr or ''}")
     return Path(proc.stdout.strip().splitlines()[-1])
 
 

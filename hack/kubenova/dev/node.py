@@ -80,19 +80,13 @@ class NodeError(RuntimeError):
 def node_binaries(stream_progress: bool = True) -> Path:
     """The folder with kubelet and kube-scheduler, built on first use (build-node.sh);
     `$KUBENOVA_NODE_BIN_DIR` points at a ready folder instead."""
-    ready = os.environ.get("KUBENOVA_NODE_BIN_DIR")
-    if ready:
-        return Path(ready)
-    proc = subprocess.run(
-        ["bash", str(BUILD_NODE)],
-        stdout=subprocess.PIPE,
-        stderr=None if stream_progress else subprocess.PIPE,
-        text=True,
-        check=False,
+    return cluster.built_folder(
+        BUILD_NODE,
+        "KUBENOVA_NODE_BIN_DIR",
+        NodeError,
+        "kubelet and kube-scheduler",
+        stream_progress=stream_progress,
     )
-    if proc.returncode != 0:
-        raise NodeError(f"building kubelet and kube-scheduler failed: {proc.stderr or ''}")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def default_folder() -> Path:
