@@ -6,8 +6,6 @@ that did not come through the mutating webhook -- is refused and charges nothing
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from tests.fixtures.cluster import LocalCluster
 from tests.fixtures.webhook import (
     Webhook,
     apply,
-    flavor_doc,
+    module_flavor,
     quota_doc,
     quota_used,
     review,
@@ -31,15 +29,7 @@ NEGATIVE = {"flavors": {}, "gpus": 0, "memory": "-100Gi", "vcpus": -100, "vms": 
 KEY = constants.ANNOTATION_QUOTA_CHARGED
 
 
-@pytest.fixture(scope="module")
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = f"charge-{uuid.uuid4().hex[:8]}"
-    apply(test_cluster, flavor_doc(name, vcpus=2, memory="1Gi"))
-    yield name
-    # Refused while the namespaces' VMs are still going away: left to the session's end.
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
+flavor = module_flavor("charge", vcpus=2, memory="1Gi")
 
 
 def as_mutated(vm: dict[str, Any], flavor: str, charge: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from tests.fixtures.cluster import LocalCluster
 from tests.fixtures.webhook import (
     Webhook,
     apply,
-    flavor_doc,
+    module_flavor,
     quota_doc,
     quota_used,
     review,
@@ -30,15 +29,7 @@ from tests.fixtures.webhook import (
 pytestmark = pytest.mark.apiserver
 
 
-@pytest.fixture(scope="module")
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = f"auth-{uuid.uuid4().hex[:8]}"
-    apply(test_cluster, flavor_doc(name))
-    yield name
-    # Refused while the namespaces' VMs are still going away: left to the session's end.
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
+flavor = module_flavor("auth")
 
 
 def _forged_create(namespace: str, flavor: str) -> dict[str, object]:

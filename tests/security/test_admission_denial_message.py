@@ -16,7 +16,7 @@ from tests.fixtures.webhook import (
     TEST_LABEL,
     Webhook,
     apply,
-    flavor_doc,
+    module_flavor,
     quota_doc,
     quota_used,
     review,
@@ -27,15 +27,7 @@ from tests.security.test_admission_charge import as_mutated
 pytestmark = pytest.mark.apiserver
 
 
-@pytest.fixture(scope="module")
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = f"deny-{uuid.uuid4().hex[:8]}"
-    apply(test_cluster, flavor_doc(name))
-    yield name
-    # Refused while the namespaces' VMs are still going away: left to the session's end.
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
+flavor = module_flavor("deny")
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -18,7 +16,7 @@ from tests.fixtures.cluster import LocalCluster
 from tests.fixtures.webhook import (
     Webhook,
     apply,
-    flavor_doc,
+    module_flavor,
     quota_doc,
     quota_used,
     review,
@@ -31,15 +29,7 @@ pytestmark = pytest.mark.apiserver
 HUGE = ["1e999999", "1e9999999999", "1" * 100, "9Ei"]
 
 
-@pytest.fixture(scope="module")
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = f"qty-{uuid.uuid4().hex[:8]}"
-    apply(test_cluster, flavor_doc(name))
-    yield name
-    # Refused while the namespaces' VMs are still going away: left to the session's end.
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
+flavor = module_flavor("qty")
 
 
 @pytest.mark.unit

@@ -20,7 +20,7 @@ from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import (
     Webhook,
     apply,
-    flavor_doc,
+    module_flavor,
     quota_doc,
     quota_used,
     start_webhook,
@@ -30,15 +30,7 @@ from tests.fixtures.webhook import (
 pytestmark = pytest.mark.apiserver
 
 
-@pytest.fixture(scope="module")
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = f"size-{uuid.uuid4().hex[:8]}"
-    apply(test_cluster, flavor_doc(name))
-    yield name
-    # Refused while the namespaces' VMs are still going away: left to the session's end.
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
+flavor = module_flavor("size")
 
 
 def big_vm(name: str, namespace: str, flavor: str) -> dict[str, Any]:
