@@ -339,10 +339,11 @@ async def release_charge(
     ledger = ledger or QuotaLedger(store.KubeStore(api))
     custom = kubernetes.client.CustomObjectsApi(api)
 
-    async def holds_finalizer() -> bool:
-        """The VM as it is now (a quorum read), not as the caller's copy shows it."""
+    async def read_now() -> Any | None:
+        """The VM as it is now (a quorum read), not as the caller's copy shows it; None if
+        it is gone."""
         try:
-            raw: Any = await client.call(
+            return await client.call(
                 custom.get_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
@@ -352,8 +353,14 @@ async def release_charge(
             )
         except ApiException as e:
             if e.status == 404:
-                return False
+                return None
             raise
+
+    async def holds_finalizer() -> bool:
+        """Whether the VM, as it is now, is this one and still holds the quota finalizer."""
+        raw = await read_now()
+        if raw is None:
+            return False
         m = raw.get("metadata") or {}
         return m.get("uid") == meta.uid and constants.QUOTA_FINALIZER in (m.get("finalizers") or [])
 
@@ -387,19 +394,9 @@ async def release_charge(
             if e.status != 409:
                 raise
         # Changed since it was read: read it again; the subtraction above is not repeated.
-        try:
-            raw: Any = await client.call(
-                custom.get_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                meta.namespace,
-                VirtualMachine.crd.plural,
-                meta.name,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return ReleaseOutcome.NOT_OURS
-            raise
+        raw = await read_now()
+        if raw is None:
+            return ReleaseOutcome.NOT_OURS
         fresh = VirtualMachine.parse(raw)
         if fresh.metadata.uid != meta.uid or constants.QUOTA_FINALIZER not in (
             fresh.metadata.finalizers
