@@ -340,6 +340,7 @@ def test_each_component_may_do_only_what_it_needs(
         ("operator", "list", "vmquotas.kubenova.io", "", "", True),
         ("operator", "update", "vmquotas.kubenova.io", "status", "", True),
         ("operator", "update", "vmquotas.kubenova.io", "", "", False),
+        ("operator", "create", "events", "", namespace, True),
         ("agent", "patch", "virtualmachines.kubenova.io", "status", "", True),
         ("agent", "create", "hosts.kubenova.io", "", "", True),
         ("agent", "update", "leases.coordination.k8s.io", "", namespace, True),

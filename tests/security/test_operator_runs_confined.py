@@ -69,7 +69,13 @@ def test_the_operator_heals_and_releases_quota_with_its_own_service_account(
         tc.kubectl("delete", "vm", "a", "-n", ns, "--timeout=60s")
         wait_for("usage 1 after the delete", lambda: _used_vms(tc, ns) == 1)
         assert op.alive()
-        log = op.log_text()
-        assert "Forbidden" not in log and "forbidden" not in log, log[-3000:]
+        # Events about other tests' VMs in namespaces being deleted are refused (403) by the
+        # API server whoever posts them; the chart's RBAC test checks the operator may post.
+        refused = [
+            line
+            for line in op.log_text().splitlines()
+            if "orbidden" in line and "could not post event" not in line
+        ]
+        assert refused == [], refused[-5:]
     finally:
         operators.stop_all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -340,9 +341,12 @@ def test_a_webhook_restarted_mid_run_loses_no_accounting(
         # A killed webhook may have charged a VM whose create then failed: usage can only be
         # too high, and the operator's recount heals it.
         assert used.vms is not None and used.vms >= len(vms)
-        recounted = asyncio.run(
-            quota.recount_namespace(client.api_client(str(test_cluster.kubeconfig)), wh_namespace)
-        )
+        # Recounted as the operator would once the last charge has settled (before that, a
+        # recount lowers nothing: the charged VM may not be stored yet).
+        api = client.api_client(str(test_cluster.kubeconfig))
+        settled = time.time() + quota_math.CHARGE_SETTLE_SECONDS + 1
+        ledger = quota.QuotaLedger(store.KubeStore(api), clock=lambda: settled)
+        recounted = asyncio.run(quota.recount_namespace(api, wh_namespace, ledger))
         assert (
             recounted == _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace)
         )
