@@ -5,7 +5,6 @@ namespace's usage in the answer and without charging either."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,9 +12,9 @@ import yaml
 
 from tests.fixtures.cluster import LocalCluster
 from tests.fixtures.webhook import (
-    TEST_LABEL,
     Webhook,
     apply,
+    labelled_namespace,
     module_flavor,
     quota_doc,
     quota_used,
@@ -33,9 +32,7 @@ flavor = module_flavor("deny")
 @pytest.fixture
 def victim(test_cluster: LocalCluster, webhook: Webhook, flavor: str) -> Iterator[str]:
     """Another tenant's namespace, with 3 VMs charged against a quota of 3."""
-    name = f"v-{uuid.uuid4().hex[:10]}"
-    test_cluster.kubectl("create", "namespace", name)
-    test_cluster.kubectl("label", "namespace", name, f"{TEST_LABEL}=true")
+    name = labelled_namespace(test_cluster, "v")
     apply(test_cluster, quota_doc(name, vms=3))
     for i in range(3):
         vm = vm_manifest(f"secret-project-{i}", name, flavor)

@@ -19,9 +19,9 @@ from tests.fixtures.webhook import (
     Webhook,
     apply,
     flavor_doc,
+    own_webhook,
     quota_doc,
     quota_used,
-    start_webhook,
     vm_manifest,
 )
 
@@ -57,19 +57,15 @@ def sa_webhook(
         test_cluster, chart_policies.namespace, chart_policies.account("webhooks"), None
     )
     kubeconfig = token_kubeconfig(test_cluster, token, tmp_path / "sa.kubeconfig")
-    wh = start_webhook(
-        test_cluster, tmp_path / "sa", kubeconfig=kubeconfig, name="kubenova-sa", label=SA_LABEL
-    )
-    ns = f"sa-{uuid.uuid4().hex[:10]}"
-    test_cluster.kubectl("create", "namespace", ns)
-    test_cluster.kubectl("label", "namespace", ns, f"{SA_LABEL}=true")
-    try:
-        yield wh, ns
-    finally:
-        wh.unregister()
-        wh.stop()
-        wh.releaser.stop()
-        test_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    with own_webhook(
+        test_cluster,
+        tmp_path / "sa",
+        kubeconfig=kubeconfig,
+        name="kubenova-sa",
+        label=SA_LABEL,
+        prefix="sa",
+    ) as sa:
+        yield sa
 
 
 def test_a_create_is_admitted_and_charged_through_the_service_account(

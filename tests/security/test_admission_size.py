@@ -5,7 +5,6 @@ even while the webhook is down (failurePolicy Fail applies to writes, never to d
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from tests.fixtures.webhook import (
     Webhook,
     apply,
     module_flavor,
+    own_webhook,
     quota_doc,
     quota_used,
-    start_webhook,
     vm_manifest,
 )
 
@@ -100,17 +99,10 @@ SOLO_LABEL = "kubenova.io/webhook-solo-test"
 def solo(test_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[Webhook, str]]:
     """A webhook of this test's own (so stopping it stops no other test's), and a namespace
     only it applies to."""
-    wh = start_webhook(test_cluster, tmp_path / "solo", name="kubenova-solo", label=SOLO_LABEL)
-    ns = f"s-{uuid.uuid4().hex[:10]}"
-    test_cluster.kubectl("create", "namespace", ns)
-    test_cluster.kubectl("label", "namespace", ns, f"{SOLO_LABEL}=true")
-    try:
-        yield wh, ns
-    finally:
-        wh.unregister()
-        wh.stop()
-        wh.releaser.stop()
-        test_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    with own_webhook(
+        test_cluster, tmp_path / "solo", name="kubenova-solo", label=SOLO_LABEL, prefix="s"
+    ) as solo:
+        yield solo
 
 
 def test_a_vm_is_deleted_while_the_webhook_is_down(
