@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kubenova.api import constants
 from tests.e2e.bind import vm
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import AgentProcess, Agents, unique_host
+from tests.fixtures.webhook import Webhook
 
 BASE_IMAGE = "base.qcow2"
 """The one good image in `image_store`."""
@@ -57,6 +61,17 @@ def new_flavor(tc: LocalCluster) -> str:
     code, err = apply(tc, flavor_doc(name))
     assert code == 0, err
     return name
+
+
+@pytest.fixture
+def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
+    """A flavor of the test's own (import it into the module: `from tests.security.hostkit
+    import flavor`)."""
+    name = new_flavor(test_cluster)
+    yield name
+    test_cluster.kubectl(
+        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
+    )
 
 
 def qcow2(path: Path) -> Path:

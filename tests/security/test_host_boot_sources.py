@@ -8,7 +8,6 @@ refuses it too and creates nothing. Real control plane and webhooks; a real agen
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,14 @@ import pytest
 from tests.e2e.bind import bind, vm
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.libvirt import Agents
-from tests.fixtures.webhook import Webhook
 from tests.security import hostkit
+from tests.security.hostkit import flavor
+
+__all__ = ["flavor"]  # a fixture used by name
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirt, pytest.mark.e2e]
 
 PLAIN = "must be a plain name, not a path"
-
-
-@pytest.fixture
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = hostkit.new_flavor(test_cluster)
-    yield name
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
 
 
 @pytest.mark.parametrize(

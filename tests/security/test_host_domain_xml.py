@@ -5,26 +5,17 @@ accepted input its XML parses, are unit and property tests: tests/unit/node_agen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from kubenova.api import constants
 from tests.e2e.bind import vm
 from tests.fixtures.cluster import LocalCluster
-from tests.fixtures.webhook import Webhook
 from tests.security import hostkit
+from tests.security.hostkit import flavor
+
+__all__ = ["flavor"]  # a fixture used by name
 
 pytestmark = pytest.mark.apiserver
-
-
-@pytest.fixture
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = hostkit.new_flavor(test_cluster)
-    yield name
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
 
 
 @pytest.mark.parametrize("bad", ["\x00", "\x1b[2J", "\x07", "\ufffe", "\n"])

@@ -20,17 +20,11 @@ from tests.e2e.bind import vm
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import Webhook
 from tests.security import hostkit
+from tests.security.hostkit import flavor
+
+__all__ = ["flavor"]  # a fixture used by name
 
 pytestmark = pytest.mark.apiserver
-
-
-@pytest.fixture
-def flavor(test_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
-    name = hostkit.new_flavor(test_cluster)
-    yield name
-    test_cluster.kubectl(
-        "delete", "flavor", name, "--ignore-not-found", "--wait=false", check=False
-    )
 
 
 @pytest.fixture
