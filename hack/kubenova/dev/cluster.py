@@ -436,7 +436,8 @@ def _node_argv(name: str, argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -446,7 +447,7 @@ def _alive(pid: int) -> bool:
 
 def _stop_group(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     """SIGTERM the process group led by `pid`, then SIGKILL after a grace."""
-    if not _alive(pid):
+    if not alive(pid):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
@@ -454,7 +455,7 @@ def _stop_group(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             break
-        if not _alive(pid):
+        if not alive(pid):
             break
         time.sleep(0.05)
     else:

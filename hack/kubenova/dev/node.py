@@ -213,23 +213,15 @@ def _cgroup_controllers() -> list[Path]:
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _stop(pid: int, group: bool = True) -> bool:
     """SIGTERM (its process group), SIGKILL after a grace; True if it was running."""
-    if not _alive(pid):
+    if not cluster.alive(pid):
         return False
     kill: Callable[[int, int], None] = os.killpg if group else os.kill
     with contextlib.suppress(ProcessLookupError, PermissionError):
         kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
+    while cluster.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         kill(pid, signal.SIGKILL)
@@ -690,7 +682,7 @@ state = "{run}/containerd"
 
     def running(self) -> bool:
         state = self.state()
-        return state is not None and all(_alive(p) for p in state.pids.values())
+        return state is not None and all(cluster.alive(p) for p in state.pids.values())
 
     # -- down -------------------------------------------------------------------------------
 
@@ -755,7 +747,7 @@ state = "{run}/containerd"
                         with contextlib.suppress(OSError):
                             procs = Path(parent, "cgroup.procs").read_text()
                             pids.update(int(p) for p in procs.split())
-            live = [p for p in pids if _alive(p)]
+            live = [p for p in pids if cluster.alive(p)]
             if not live:
                 return
             for p in live:
