@@ -309,9 +309,11 @@ class Controller:
                 if seen_at is not None:
                     metrics.PENDING_TO_BOUND_SECONDS.observe(time.monotonic() - seen_at)
                 self.world.queue.done(key)
-            elif not self.leading():
-                self._forget(key)  # nothing was written
+            elif ok is None:
+                self._forget(key)  # not leading: nothing was written
             else:
+                # A conflict may follow our own write whose reply was lost, whether or not we
+                # still lead: the API says which.
                 await self._settle_bind(vm, decision.host)
         except Exception:
             log.exception("binding %s failed", key)
@@ -414,11 +416,12 @@ class Controller:
 
     async def _write_binding(
         self, vm: VirtualMachine, decision: Decision, trace_id: str | None
-    ) -> bool:
+    ) -> bool | None:
         """Status first (host, GPUs, phase Scheduled) with the VM's resourceVersion as
-        precondition, then the host label the agent selects on."""
+        precondition, then the host label the agent selects on. True: bound; False: 404/409,
+        which may follow a write of ours that landed; None: not leading, nothing written."""
         if not self.leading():
-            return False
+            return None
         now = dt.datetime.now(dt.UTC)
         message = f"bound to host {decision.host}"
         if decision.reservation:
