@@ -22,6 +22,11 @@ def _host_of(kn: Cluster, name: str) -> str | None:
     return host
 
 
+def _labelled(kn: Cluster, name: str, host: str) -> dict[str, Any] | None:
+    vm = kn.get_vm(name)
+    return vm if vm["metadata"].get("labels", {}).get(constants.LABEL_HOST) == host else None
+
+
 def _explained(reason: str) -> dict[str, int]:
     """`0/N hosts: 3 insufficient memory, 1 not in pool p` → {"insufficient memory": 3, ...}"""
     m = re.fullmatch(r"0/(\d+) hosts: (.*)", reason)
@@ -73,8 +78,8 @@ def test_vms_land_on_hosts_that_satisfy_pool_capacity_selector_and_anti_affinity
     assert rack[bound["web-1"]] != rack[bound["web-2"]], "anti-affinity over rack"
     assert rack[bound["pinned"]] == "a"
     for name, host in bound.items():
-        vm = kn.get_vm(name)
-        assert vm["metadata"]["labels"][constants.LABEL_HOST] == host
+        # The label is the bind's second write, after status.host: wait for it, not assume it.
+        vm = wait_for(f"{name}'s host label", functools.partial(_labelled, kn, name, host))
         assert vm["status"]["phase"] == "Scheduled"
         finalizers = wait_for(f"finalizer on {name}", functools.partial(_finalizers, kn, name))
         assert constants.VM_FINALIZER in finalizers
