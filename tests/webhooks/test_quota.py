@@ -279,8 +279,32 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
 
     async def run() -> list[quota.ChargeResult]:
         # One writer of each kind: the webhook's aiohttp store and the client the operator uses.
-        fast = store.HTTPStore(client.api_client(str(test_cluster.kubeconfig)))
-        kube = store.KubeStore(client.api_client(str(test_cluster.kubeconfig)))
+        # Their first charges are made to meet, whatever the machine's load: the HTTP writer
+        # reads only after the other has read, and the other writes only after it has written.
+        kube_read, fast_wrote = asyncio.Event(), asyncio.Event()
+
+        class Fast(store.HTTPStore):
+            async def quotas(self, namespace: str) -> list[dict[str, Any]]:
+                await asyncio.wait_for(kube_read.wait(), 30)
+                return await super().quotas(namespace)
+
+            async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
+                out = await super().write_status(body)
+                fast_wrote.set()
+                return out
+
+        class Kube(store.KubeStore):
+            async def quotas(self, namespace: str) -> list[dict[str, Any]]:
+                out = await super().quotas(namespace)
+                kube_read.set()
+                return out
+
+            async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
+                await asyncio.wait_for(fast_wrote.wait(), 30)
+                return await super().write_status(body)
+
+        fast = Fast(client.api_client(str(test_cluster.kubeconfig)))
+        kube = Kube(client.api_client(str(test_cluster.kubeconfig)))
         ledgers = [quota.QuotaLedger(fast), quota.QuotaLedger(kube)]
         try:
             return list(
