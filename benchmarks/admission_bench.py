@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the webhook test fixtures are the harness
 
-from tests.fixtures.cluster import GUARD_CONFIGMAP, LocalCluster  # noqa: E402
+from tests.fixtures.cluster import LocalCluster  # noqa: E402
 from tests.fixtures.webhook import TEST_LABEL, KubeHTTP, start_webhook, vm_manifest  # noqa: E402
 
 from kubenova.dev import cluster  # noqa: E402
@@ -166,16 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             folder / "plane", cluster.ensure_binaries(), die_with_parent=True
         )
         plane.up(log=lambda line: print(f"# {line}", file=sys.stderr))
-        token = secrets.token_hex(16)
-        plane.kubectl(
-            "create",
-            "configmap",
-            "-n",
-            "kube-system",
-            GUARD_CONFIGMAP,
-            f"--from-literal=token={token}",
-        )
-        tc = LocalCluster(plane, token)
+        tc = LocalCluster.guarded(plane)
         try:
             _bench(tc, folder, args)
         finally:

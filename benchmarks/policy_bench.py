@@ -15,7 +15,6 @@ Everything shares this machine's cores. Not a pytest test.
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test fixtures are the harness
 
 from tests.chart.helm import Helm  # noqa: E402
-from tests.fixtures.cluster import GUARD_CONFIGMAP, LocalCluster  # noqa: E402
+from tests.fixtures.cluster import LocalCluster  # noqa: E402
 from tests.fixtures.identities import (  # noqa: E402
     Client,
     render_policies,
@@ -83,10 +82,7 @@ def main() -> None:
         plane = cluster.ControlPlane(Path(tmp) / "cp", bin_dir, die_with_parent=True)
         plane.up(log=lambda _: None)
         try:
-            token = secrets.token_hex(16)
-            plane.kubectl("create", "configmap", "-n", "kube-system", GUARD_CONFIGMAP,
-                          f"--from-literal=token={token}")  # fmt: skip
-            tc = LocalCluster(plane, token)
+            tc = LocalCluster.guarded(plane)
             helm = Helm(bin_dir / "helm", Path(tmp) / "helm")
             (Path(tmp) / "helm").mkdir()
             tc.kubectl("create", "namespace", NAMESPACE)

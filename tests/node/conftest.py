@@ -5,7 +5,6 @@ chart's helm, and a check at the end that `kubenova-dev node down` left nothing 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import yaml
 from kubenova.dev import cluster, node
 from tests.chart.helm import Helm
 from tests.conftest import ROOT
-from tests.fixtures.cluster import GUARD_CONFIGMAP, LocalCluster
+from tests.fixtures.cluster import LocalCluster
 
 NODES = 2
 IMAGE_TAG = "node-test"
@@ -108,23 +107,13 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
     )
     try:
         plane = cluster.ControlPlane(layout.plane, cluster.ensure_binaries())
-        token = secrets.token_hex(16)
-        plane.kubectl(
-            "create",
-            "configmap",
-            "-n",
-            "kube-system",
-            GUARD_CONFIGMAP,
-            f"--from-literal=token={token}",
-        )
+        tc = LocalCluster.guarded(plane)
         # hack/image: buildah with cached layers, loaded into KUBENOVA_NODE_FOLDER's nodes
         timings["image build + load"] = _step(
             "hack/image", [str(ROOT / "hack" / "image"), IMAGE_TAG], env, logs / "image.log", 900
         )
         helm = Helm(cluster.ensure_binaries() / "helm", tmp_path_factory.mktemp("helm"))
-        nc = NodeCluster(
-            LocalCluster(plane, token), layout, helm, f"localhost/kubenova:{IMAGE_TAG}", timings
-        )
+        nc = NodeCluster(tc, layout, helm, f"localhost/kubenova:{IMAGE_TAG}", timings)
         yield nc
     finally:
         started = time.monotonic()
