@@ -26,6 +26,10 @@ INFORMER_LAG = 6.0
 # The only replica keeps its Lease through a starved moment on a loaded machine: losing it
 # mid-scenario would take the bind down another path than the one under test.
 STEADY_LEADER = ("--lease-duration", "60", "--renew-deadline", "45", "--retry-period", "2")
+# The operator watches VMs in every namespace, and the control plane is shared with other
+# tests: a fault meant for this test's bind must not land on a write to their leftovers (it
+# did once, in a full run: the drop-reply hit another namespace and this bind went through
+# untouched). So each write-fault rule targets the test's namespace.
 
 
 def memory_per_host(kn: Cluster) -> tuple[Counter[str], dict[str, str]]:
@@ -91,9 +95,10 @@ def test_a_bind_whose_reply_was_lost_never_over_commits_the_host(
     )
     wait_for("op-1 to lead", lambda: leader(kn, ns) == "op-1", timeout=60)
     wait_for("the operator's VM watch", lambda: fault_proxy.plan.seen(0), timeout=60)
+    mine = frozenset({ns})
     fault_proxy.rules(
-        Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, times=1),
-        Rule(Fault.LATENCY, verbs=PATCH, resources=STATUS, times=1, delay=3.0),
+        Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, namespaces=mine, times=1),
+        Rule(Fault.LATENCY, verbs=PATCH, resources=STATUS, namespaces=mine, times=1, delay=3.0),
         lag,
     )
     # The order of arrival is the scenario: the small VM while the first bind is uncertain,
@@ -155,9 +160,11 @@ def test_an_uncertain_bind_the_watch_has_not_confirmed_is_settled_by_asking_the_
     )
     wait_for("op-1 to lead", lambda: leader(kn, ns) == "op-1", timeout=60)
     wait_for("the operator's VM watch", lambda: fault_proxy.plan.seen(0), timeout=60)
+    mine = frozenset({ns})
     reads = Rule(Fault.UNAVAILABLE, verbs=frozenset({"get"}),
-                 resources=frozenset({"virtualmachines"}), times=6)  # fmt: skip
-    fault_proxy.rules(Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, times=1), reads, lag)
+                 resources=frozenset({"virtualmachines"}), namespaces=mine, times=6)  # fmt: skip
+    drop = Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, namespaces=mine, times=1)
+    fault_proxy.rules(drop, reads, lag)
     created = time.monotonic()
     create_vm(kn, "first", big, pool)
 

@@ -136,6 +136,9 @@ class Rule:
     """Exact names; `virtualmachines` does not match `virtualmachines/status`, and
     `virtualmachines/*` matches both the resource and its subresources."""
     components: frozenset[str] = frozenset()
+    namespaces: frozenset[str] = frozenset()
+    """Of namespaced requests; a cluster-wide list or watch (no namespace in its path) matches
+    no namespace target."""
     user_agent: str = ""
     """A substring of the client's User-Agent."""
     p: float = 1.0
@@ -166,6 +169,8 @@ class Rule:
             return False
         if self.components and request.component not in self.components:
             return False
+        if self.namespaces and info.namespace not in self.namespaces:
+            return False
         return not self.user_agent or self.user_agent in request.user_agent
 
 
@@ -177,7 +182,8 @@ def _resource_matches(pattern: str, resource: str) -> bool:
 
 
 def parse_rule(text: str) -> Rule:
-    """`FAULT[:key=value,...]` with keys verb, resource, component (values joined by `|`),
+    """`FAULT[:key=value,...]` with keys verb, resource, component, namespace (values joined by
+    `|`),
     agent, p, after, times, delay, jitter."""
     head, _, tail = text.strip().partition(":")
     try:
@@ -191,7 +197,7 @@ def parse_rule(text: str) -> Rule:
         if not eq:
             raise RuleError(f"rule {text!r}: {part!r} is not key=value")
         try:
-            if key in ("verb", "resource", "component"):
+            if key in ("verb", "resource", "component", "namespace"):
                 kwargs[f"{key}s"] = frozenset(v for v in value.split("|") if v)
             elif key == "agent":
                 kwargs["user_agent"] = value
@@ -203,8 +209,8 @@ def parse_rule(text: str) -> Rule:
                 kwargs["jitter"] = value.lower() in ("1", "true", "yes")
             else:
                 raise RuleError(
-                    f"rule {text!r}: unknown key {key!r}; use verb, resource, component, agent, "
-                    "p, after, times, delay or jitter"
+                    f"rule {text!r}: unknown key {key!r}; use verb, resource, component, "
+                    "namespace, agent, p, after, times, delay or jitter"
                 )
         except ValueError as e:
             if isinstance(e, RuleError):

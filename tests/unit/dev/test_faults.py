@@ -68,6 +68,13 @@ class TestRuleTargets:
         assert not rule.matches(req("PUT", f"{VMS}/a/status"))
         assert not rule.matches(req("PATCH", f"{VMS}/a/status", component="agents"))
 
+    def test_a_namespace_target_takes_only_that_namespace(self) -> None:
+        """What lets a test aim at its own objects on a control plane other tests share."""
+        rule = Rule(Fault.DROP_REPLY, namespaces=frozenset({"ns"}))
+        assert rule.matches(req("PATCH", f"{VMS}/a/status"))
+        assert not rule.matches(req("PATCH", VMS.replace("/ns/", "/other/") + "/a/status"))
+        assert not rule.matches(req("GET", "/apis/kubenova.io/v1alpha1/virtualmachines"))
+
     def test_a_resource_wildcard_takes_its_subresources(self) -> None:
         rule = Rule(Fault.CONFLICT, resources=frozenset({"virtualmachines/*"}))
         assert rule.matches(req("PATCH", f"{VMS}/a/status"))
@@ -153,13 +160,14 @@ class TestParse:
     def test_a_full_rule(self) -> None:
         rule = parse_rule(
             "drop-reply:verb=patch|update,resource=virtualmachines/status,component=operator,"
-            "times=1,after=2,p=0.5,delay=3,jitter=true,agent=kopf"
+            "namespace=a|b,times=1,after=2,p=0.5,delay=3,jitter=true,agent=kopf"
         )
         assert rule == Rule(
             Fault.DROP_REPLY,
             verbs=frozenset({"patch", "update"}),
             resources=frozenset({"virtualmachines/status"}),
             components=frozenset({"operator"}),
+            namespaces=frozenset({"a", "b"}),
             user_agent="kopf",
             p=0.5,
             after=2,
