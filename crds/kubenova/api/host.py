@@ -11,6 +11,7 @@ from pydantic import Field
 
 from kubenova.api.meta import Condition, CRDInfo, Model, PrinterColumn, Resource
 from kubenova.api.quantity import Quantity
+from kubenova.api.text import PlainName
 
 
 class TaintEffect(StrEnum):
@@ -99,6 +100,17 @@ class HostMigration(Model):
     the host name of the URI."""
 
 
+class HostImage(Model):
+    """A base image the host's image cache holds, verified and ready to boot from."""
+
+    name: PlainName
+    """The VMImage's name."""
+    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    """Checksum of the cached file as verified on arrival."""
+    size: int = Field(default=0, ge=0)
+    """Bytes on disk."""
+
+
 class HostPhase(StrEnum):
     READY = "Ready"
     NOT_READY = "NotReady"
@@ -122,6 +134,9 @@ class HostStatus(Model):
     """Version of the node agent."""
     migration: HostMigration = Field(default_factory=HostMigration)
     """Where live migrations to this host go."""
+    images: list[HostImage] = Field(default_factory=list, max_length=1024)
+    """What the host's image cache holds (the scheduler prefers hosts that hold a VM's
+    image)."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready and others."""
 
