@@ -6,6 +6,7 @@ The CRDs in `crds/` are generated from these models by `kubenova-crdgen`.
 
 from kubenova.api.flavor import Flavor
 from kubenova.api.host import Host
+from kubenova.api.image import VMImage
 from kubenova.api.meta import InvalidObjectError, Resource
 from kubenova.api.migration import VMMigration
 from kubenova.api.pool import ResourcePool
@@ -20,6 +21,7 @@ KINDS: tuple[type[Resource], ...] = (
     Host,
     VMQuota,
     VMMigration,
+    VMImage,
 )
 """Every kind kubenova serves, in the order its CRDs are written."""
 
@@ -32,6 +34,7 @@ __all__ = [
     "QuantityError",
     "Resource",
     "ResourcePool",
+    "VMImage",
     "VMMigration",
     "VMQuota",
     "VirtualMachine",
