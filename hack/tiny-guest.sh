@@ -2,7 +2,7 @@
 # Builds the tiny guest of kubenova's qemu tests with no download beyond Debian packages:
 # the kernel of Debian's linux-image-amd64 (extracted, never installed: installing pulls
 # systemd and udev) and an initramfs of busybox-static whose /init prints a marker on the
-# serial console, powers off on the ACPI power button, and ticks.
+# serial console, runs a shell there, powers off on the ACPI power button, and ticks.
 # Cached under ~/.cache/kubenova/tiny-guest/<key>/; prints that folder on its last line.
 set -euo pipefail
 
@@ -52,6 +52,9 @@ insmod /lib/modules/evdev.ko 2>/dev/null
 insmod /lib/modules/button.ko 2>/dev/null
 acpid -d >/dev/null 2>&1 &
 echo "KUBENOVA-GUEST-READY"
+# A shell on the serial port for `kubectl vm console` (a session of its own, so ttyS0 is its
+# controlling terminal and echoes what is typed); the ticks go on beside it.
+setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' &
 n=0
 while true; do n=$((n+1)); echo "tick $n"; sleep 1; done
 SH

@@ -37,6 +37,9 @@ STOP_TIMEOUT = 15.0
 WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
 """The common name of the client certificate the API server presents to admission webhooks
 (signed by the control plane's CA, `webhook_client_ca`); kubenova's webhooks require it."""
+FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
+"""The common name of the client certificate the API server's aggregation layer presents to
+aggregated API servers (signed by the front-proxy CA, `pki/front-proxy/ca.crt`)."""
 KCM_CONTROLLERS = (
     "namespace-controller",
     "garbage-collector-controller",
@@ -219,6 +222,11 @@ class ControlPlane:
         admission = pki.webhook_client_config(certs, ca.issue(
             "webhook-client", WEBHOOK_CLIENT_NAME, client=True
         ))  # fmt: skip
+        # The aggregation layer: a CA of its own for the front proxy (requestheader), so no
+        # client certificate of the cluster CA can pass for the API server at an aggregated
+        # API server (the console's, docs/console.md), and the client certificate it presents.
+        front = pki.CertificateAuthority(certs / "front-proxy", "kubenova-dev-front-proxy-ca")
+        proxy_client = front.issue("front-proxy-client", FRONT_PROXY_CLIENT_NAME, client=True)
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         if self.node is not None and self.node.api_port:
@@ -267,6 +275,15 @@ class ControlPlane:
                 f"--service-account-signing-key-file={sa.key}",
                 # Presents the webhook client certificate to every admission webhook.
                 f"--admission-control-config-file={admission}",
+                # Aggregated API servers: who the API server authenticated rides in these
+                # headers, vouched for by the front-proxy client certificate.
+                f"--requestheader-client-ca-file={front.cert_path}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_NAME}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={proxy_client.cert}",
+                f"--proxy-client-key-file={proxy_client.key}",
                 "--profiling=false",
                 "--v=0",
             ],
