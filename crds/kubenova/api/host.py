@@ -100,6 +100,14 @@ class HostMigration(Model):
     the host name of the URI."""
 
 
+class HostConsole(Model):
+    """Where the kubenova console server reaches this host's agent for serial consoles."""
+
+    address: str = Field(default="", max_length=256, pattern=r"^([A-Za-z0-9.:\[\]-]+:[0-9]{1,5})?$")
+    """host:port of the agent's console endpoint (mutual TLS, docs/console.md); empty: this
+    host serves no consoles."""
+
+
 class HostImage(Model):
     """A base image the host's image cache holds, verified and ready to boot from."""
 
@@ -134,6 +142,8 @@ class HostStatus(Model):
     """Version of the node agent."""
     migration: HostMigration = Field(default_factory=HostMigration)
     """Where live migrations to this host go."""
+    console: HostConsole = Field(default_factory=HostConsole)
+    """Where the console server reaches this host's agent."""
     images: list[HostImage] = Field(default_factory=list, max_length=1024)
     """What the host's image cache holds (the scheduler prefers hosts that hold a VM's
     image)."""

@@ -23,6 +23,7 @@ from kubenova.api import constants
 from kubenova.api.flavor import FlavorSpec, HugePageSize
 from kubenova.api.text import is_plain_name
 from kubenova.api.vm import VirtualMachine, VMResources
+from kubenova.node_agent import credentials
 from kubenova.node_agent.hypervisor import Owner
 
 OWNER_NS = "https://kubenova.io/xmlns/vm/1"
@@ -61,6 +62,10 @@ class DomainSettings:
     image_dir: str = "/var/lib/kubenova/images"
     """The administrator's image store: base images by name, kernel/initrd pairs in
     `kernels/<name>/`. Tenants name what is in it; nothing outside it is ever used."""
+    console_dir: str = "/run/kubenova/console"
+    """Where each domain's serial port listens as a unix socket, `<VM uid>.sock` (the
+    agent's console bridges to it, docs/console.md). Short on purpose: a socket path has at
+    most 107 bytes, which `<state dir>/<namespace>_<name>/` could pass."""
 
 
 class DomainXMLError(ValueError):
@@ -139,6 +144,9 @@ class DomainSpec:
     gpus: tuple[str, ...] = ()
     """PCI addresses passed through."""
     serial_log: str | None = None
+    console_socket: str | None = None
+    """The serial port as a unix socket qemu listens on (the log still goes to `serial_log`);
+    None: the port writes only the log file."""
     huge_page_kib: int | None = None
     trace_id: str | None = None
     restart_token: str | None = None
@@ -174,9 +182,12 @@ def plan(
     settings: DomainSettings,
     flavor: FlavorSpec | None = None,
     user_data: str | bytes | None = None,
+    ssh_keys: tuple[str, ...] = (),
 ) -> tuple[DomainSpec, Storage]:
     """The domain and the files a VM needs on this host. `user_data` is what
-    `spec.cloudInit.userDataSecretRef` names, read by the caller (else the inline userData)."""
+    `spec.cloudInit.userDataSecretRef` names, read by the caller (else the inline userData);
+    `ssh_keys` the checked keys of `spec.accessCredentials` (`credentials.parse_keys`), added
+    to it."""
     meta = vm.metadata
     namespace = meta.namespace or "default"
     name = domain_name(namespace, meta.name)
@@ -208,13 +219,21 @@ def plan(
     ci = vm.spec.cloud_init
     if user_data is None and ci is not None:
         user_data = ci.user_data
-    if ci is not None and (user_data or ci.network_data):
+    network_data = ci.network_data if ci is not None else None
+    # A VM with access credentials always has a seed (even while its Secrets hold no key), so
+    # keys added to a Secret later reach a domain that was defined without any.
+    wants_keys = bool(vm.spec.access_credentials)
+    if wants_keys or user_data or network_data:
         seed = f"{folder}/seed.iso"
         disks.append(
             Disk(path=seed, target="hdc", device="cdrom", format="raw", bus="ide", readonly=True)
         )
         storage = dataclasses.replace(
-            storage, seed=seed, user_data=user_data or "", network_data=ci.network_data
+            storage,
+            seed=seed,
+            user_data=credentials.merge(user_data, ssh_keys) or "",
+            network_data=network_data,
+            instance_id=credentials.instance_id(storage.instance_id, ssh_keys),
         )
     # A MAC the user set (only in objects stored before the schema refused it) is ignored.
     uid = meta.uid or name
@@ -232,6 +251,7 @@ def plan(
         nics=nics,
         gpus=tuple(vm.status.gpu_devices),
         serial_log=f"{folder}/serial.log",
+        console_socket=console_socket(settings, meta.uid) if meta.uid else None,
         huge_page_kib=huge,
         trace_id=meta.annotations.get(constants.ANNOTATION_TRACE_ID),
         restart_token=meta.annotations.get(constants.ANNOTATION_RESTART_REQUESTED),
@@ -307,12 +327,21 @@ def build(spec: DomainSpec) -> str:
     for address in spec.gpus:
         _hostdev(devices, address)
     if spec.serial_log:
-        serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=spec.serial_log, append="on")
-        _sub(serial, "target", port="0")
-        console = _sub(devices, "console", type="file")
-        _sub(console, "source", path=spec.serial_log, append="on")
-        _sub(console, "target", type="serial", port="0")
+        # With a socket, qemu listens on it (the agent's console connects) and still writes
+        # everything the guest prints to the log file, connected or not, so the log outlives
+        # every session and the VM's stop; append='on' keeps it across restarts and migrations.
+        for tag, target in (
+            ("serial", {"port": "0"}),
+            ("console", {"type": "serial", "port": "0"}),
+        ):
+            if spec.console_socket:
+                el = _sub(devices, tag, type="unix")
+                _sub(el, "source", mode="bind", path=spec.console_socket)
+                _sub(el, "log", file=spec.serial_log, append="on")
+            else:
+                el = _sub(devices, tag, type="file")
+                _sub(el, "source", path=spec.serial_log, append="on")
+            _sub(el, "target", **target)
     _sub(devices, "memballoon", model="none")
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
@@ -400,10 +429,21 @@ def read_owner(xml: str) -> tuple[Owner | None, str | None]:
     return owner, token
 
 
+def console_socket(settings: DomainSettings, uid: str) -> str:
+    """The unix socket of a VM's serial port on this host."""
+    return str(PurePosixPath(settings.console_dir) / f"{uid}.sock")
+
+
 def read_serial_log(xml: str) -> str | None:
     """The file the domain's serial console writes to, from its XML (after a live migration it
     is the path the guest was started with, wherever that was)."""
-    source = ET.fromstring(xml).find("devices/serial/source")
+    serial = ET.fromstring(xml).find("devices/serial")
+    if serial is None:
+        return None
+    log = serial.find("log")
+    if serial.get("type") == "unix" and log is not None:
+        return log.get("file")
+    source = serial.find("source")
     return source.get("path") if source is not None else None
 
 
