@@ -23,9 +23,11 @@ from kubenova.api import constants
 from kubenova.api.vm import VMPhase
 from kubenova.kube import client, leases
 from kubenova.kube.events import EventRecorder
-from kubenova.node_agent import VERSION, decide, hostfacts, metrics, migrations, storage
+from kubenova.node_agent import VERSION, decide, hostfacts, images, metrics, migrations, storage
 from kubenova.node_agent.config import AgentConfig
+from kubenova.node_agent.console import ConsoleEndpoint, ConsoleTLS
 from kubenova.node_agent.hypervisor import DomainState, HostFacts, Hypervisor, Load, Owner
+from kubenova.node_agent.imagecache import ImageCache
 from kubenova.node_agent.kubeapi import KubeAPI, VMInformer
 from kubenova.node_agent.libvirt_driver import LibvirtHypervisor
 from kubenova.node_agent.queueing import WorkQueue
@@ -60,18 +62,36 @@ class Agent:
         # The VMs' phase changes as Kubernetes events, next to the operator's.
         self.events = EventRecorder(api, "kubenova-agent", cfg.host)
         self.reconciler = Reconciler(cfg, self.hv, self.kube, self.events)
+        # VMImages are fetched only where the agent makes files (not on simulated hosts).
+        self.images: images.Images | None = None
+        if cfg.manage_storage:
+            cache = ImageCache(
+                cfg.domains.image_dir, cfg.host, cfg.image_cache_bytes, needed=self._boot_names
+            )
+            self.images = images.Images(cache, self.kube, self.events, cfg.host)
+        self.reconciler.images = self.images
+        self._host_labels: dict[str, str] | None = None
         self.migrations = migrations.Migrations(cfg, self.hv, self.kube, self.informer.get)
         self.lease = leases.LeaseClient(api, cfg.namespace, cfg.lease_name)
         self._orphans: dict[str, dt.datetime] = {}
         self._failures: dict[str, int] = {}
         self._facts: HostFacts | None = None
         self._last_heartbeat: float | None = None
+        self.console: ConsoleEndpoint | None = None
+        if cfg.console_port:
+            tls = ConsoleTLS(
+                cfg.console_cert, cfg.console_key, cfg.console_client_ca, cfg.console_client_names
+            )
+            self.console = ConsoleEndpoint(cfg.host, cfg.domains, tls, self.informer.get)
         metrics.HEARTBEAT_AGE.labels(cfg.host).set_function(self._heartbeat_age)
 
     def _heartbeat_age(self) -> float:
         if self._last_heartbeat is None:
             return float("nan")
         return time.monotonic() - self._last_heartbeat
+
+    def _boot_names(self) -> set[str]:
+        return images.names_in_use(self.informer.cache.values())
 
     def resync(self) -> None:
         """Look at every VM and domain again (after a libvirt reconnect, and periodically)."""
@@ -91,6 +111,12 @@ class Agent:
         await self.hv.open(self._on_domain_event)
         labels = {**self.cfg.labels, constants.LABEL_HOSTNAME: self.cfg.host}
         await self.kube.ensure_host(labels)
+        if self.images is not None:
+            await asyncio.to_thread(self.images.cache.load)
+        if self.cfg.manage_storage:  # qemu makes each VM's serial socket in it
+            Path(self.cfg.domains.console_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.console is not None:
+            await self.console.start(self.cfg.console_bind, self.cfg.console_port)
         log.info(
             "agent started",
             extra={"host": self.cfg.host, "uri": self.hv.uri, "selector": self.kube.selector},
@@ -102,11 +128,15 @@ class Agent:
                 tg.create_task(self._every(self.cfg.heartbeat_seconds, self.heartbeat))
                 tg.create_task(self._every(self.cfg.report_seconds, self.report))
                 tg.create_task(self._resync_loop())
+                if self.images is not None:
+                    tg.create_task(self._every(self.cfg.resync_seconds, self.precache))
                 for _ in range(max(1, self.cfg.workers)):
                     tg.create_task(self._worker())
         finally:
             self.informer.stop()
             await self.migrations.stop()
+            if self.console is not None:
+                await self.console.stop()
             await self.hv.close()
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -220,6 +250,12 @@ class Agent:
                 elsewhere.add(owner.uid)
         return frozenset(elsewhere), frozenset(migrating)
 
+    async def precache(self) -> None:
+        """Fetch ahead of time the VMImages this host's pools pre-cache (once the Host's
+        labels are known from a report)."""
+        if self.images is not None and self._host_labels is not None:
+            await self.images.precache(self._host_labels)
+
     async def heartbeat(self) -> None:
         record = await self.lease.try_hold(self.cfg.host, self.cfg.lease_seconds)
         if record is None:
@@ -250,8 +286,11 @@ class Agent:
             "uri": self.cfg.migration_uri,
             "address": self.cfg.migration_address,
         }
+        status["images"] = self.images.cache.held() if self.images is not None else []
+        status["console"] = {"address": self.cfg.console_address}
         host = await self.kube.patch_host_status(status)
         annotations = (host.get("metadata") or {}).get("annotations") or {}
+        self._host_labels = (host.get("metadata") or {}).get("labels") or {}
         if constants.ANNOTATION_FENCED in annotations:
             # Running and reporting: whatever fenced this host is over; a confirmation is
             # for one failure, not the next.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubenova.api.quantity import Quantity
 from kubenova.node_agent.domain_xml import DomainSettings
@@ -43,6 +44,23 @@ class AgentConfig:
     empty: this host takes no live migrations."""
     migration_address: str = ""
     """The address of the migration data stream (KUBENOVA_MIGRATION_ADDRESS)."""
+    image_cache_bytes: int = 0
+    """Size limit of the image cache (`<image store>/cache`, KUBENOVA_IMAGE_CACHE_SIZE, a
+    quantity); 0: no limit. Unused images are evicted, least recently used first."""
+    console_port: int = 0
+    """The console endpoint's port (KUBENOVA_CONSOLE_PORT); 0: no consoles from this host."""
+    console_bind: str = "0.0.0.0"
+    """The address it listens on (KUBENOVA_CONSOLE_BIND)."""
+    console_address: str = ""
+    """host:port the console server reaches it at, reported in Host status.console
+    (KUBENOVA_CONSOLE_ADDRESS; default <console_bind>:<console_port>)."""
+    console_cert: str = ""
+    console_key: str = ""
+    """Its serving certificate and key (KUBENOVA_CONSOLE_CERT, KUBENOVA_CONSOLE_KEY)."""
+    console_client_ca: str = ""
+    """The CA of the console server's client certificate (KUBENOVA_CONSOLE_CLIENT_CA)."""
+    console_client_names: tuple[str, ...] = ("kubenova-console",)
+    """Common names accepted from it (KUBENOVA_CONSOLE_CLIENT_NAMES, comma-separated)."""
 
     @property
     def lease_name(self) -> str:
@@ -73,6 +91,11 @@ def from_env(env: Mapping[str, str]) -> AgentConfig:
             raise ConfigError(f"{name}: {raw!r} is not a number") from None
 
     disk = env.get("KUBENOVA_HOST_DISK")
+    cache_size = env.get("KUBENOVA_IMAGE_CACHE_SIZE", "")
+    try:
+        cache_bytes = Quantity(cache_size).to_int() if cache_size else 0
+    except ValueError as e:
+        raise ConfigError(f"KUBENOVA_IMAGE_CACHE_SIZE: {cache_size!r}: {e}") from None
     storage = env.get("KUBENOVA_STORAGE", "files")
     if storage not in ("files", "none"):
         raise ConfigError(f"KUBENOVA_STORAGE: {storage!r} is not 'files' or 'none'")
@@ -84,6 +107,7 @@ def from_env(env: Mapping[str, str]) -> AgentConfig:
             domain_type=env.get("KUBENOVA_DOMAIN_TYPE", "kvm"),
             state_dir=env.get("KUBENOVA_STATE_DIR", DomainSettings.state_dir),
             image_dir=env.get("KUBENOVA_IMAGE_DIR", DomainSettings.image_dir),
+            console_dir=env.get("KUBENOVA_CONSOLE_DIR", DomainSettings.console_dir),
         ),
         manage_storage=storage == "files",
         labels=parse_labels(env.get("KUBENOVA_HOST_LABELS", "")),
@@ -97,4 +121,32 @@ def from_env(env: Mapping[str, str]) -> AgentConfig:
         metrics_port=int(number("KUBENOVA_METRICS_PORT", 0)),
         migration_uri=env.get("KUBENOVA_MIGRATION_URI", ""),
         migration_address=env.get("KUBENOVA_MIGRATION_ADDRESS", ""),
+        image_cache_bytes=cache_bytes,
+        **_console(env, int(number("KUBENOVA_CONSOLE_PORT", 0))),
     )
+
+
+def _console(env: Mapping[str, str], port: int) -> dict[str, Any]:
+    """The console endpoint's settings; a port without its certificates is refused."""
+    if not port:
+        return {}
+    files = {k: env.get(k, "") for k in (
+        "KUBENOVA_CONSOLE_CERT", "KUBENOVA_CONSOLE_KEY", "KUBENOVA_CONSOLE_CLIENT_CA"
+    )}  # fmt: skip
+    missing = [k for k, v in files.items() if not v]
+    if missing:
+        raise ConfigError(
+            f"KUBENOVA_CONSOLE_PORT is set but {', '.join(missing)} is not: the console "
+            "endpoint serves only mutual TLS (docs/console.md)"
+        )
+    bind = env.get("KUBENOVA_CONSOLE_BIND", "0.0.0.0")
+    names = tuple(n.strip() for n in env.get("KUBENOVA_CONSOLE_CLIENT_NAMES", "").split(","))
+    return {
+        "console_port": port,
+        "console_bind": bind,
+        "console_address": env.get("KUBENOVA_CONSOLE_ADDRESS") or f"{bind}:{port}",
+        "console_cert": files["KUBENOVA_CONSOLE_CERT"],
+        "console_key": files["KUBENOVA_CONSOLE_KEY"],
+        "console_client_ca": files["KUBENOVA_CONSOLE_CLIENT_CA"],
+        "console_client_names": tuple(n for n in names if n) or ("kubenova-console",),
+    }

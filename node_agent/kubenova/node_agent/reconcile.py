@@ -24,6 +24,7 @@ from kubenova.node_agent import decide, domain_xml, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.decide import Action
 from kubenova.node_agent.hypervisor import Domain, Hypervisor
+from kubenova.node_agent.images import Images
 from kubenova.node_agent.kubeapi import KubeAPI, RawObject
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Reconciler:
         self.kube = kube
         self.events = events
         self.actor = f"agent/{cfg.host}"
+        self.images: Images | None = None
+        """The host's image cache (None: simulated hosts, which make no files)."""
         self._stopping: dict[str, dt.datetime] = {}
 
     async def reconcile(self, raw: RawObject) -> Outcome:
@@ -128,6 +131,8 @@ class Reconciler:
                     await self._flavor_spec(vm),
                     await self._secret_user_data(vm),
                 )
+                if self.images is not None:
+                    spec, files = await self.images.boot(vm, spec, files)
                 if self.cfg.manage_storage:
                     await storage.prepare(files)
                 await self.hv.define(domain_xml.build(spec))
