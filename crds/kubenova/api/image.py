@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from kubenova.api.meta import (
     Condition,
@@ -83,7 +83,9 @@ class FileSource(Model):
     )
     """Where the file is: an http:// or https:// URL."""
     sha256: str = Field(
-        min_length=64, max_length=64, json_schema_extra=cel(f"self.matches('{SHA256}')", SHA256_MESSAGE)
+        min_length=64,
+        max_length=64,
+        json_schema_extra=cel(f"self.matches('{SHA256}')", SHA256_MESSAGE),
     )
     """The sha256 of the file as served (before any conversion): 64 lower-case hex digits."""
 
@@ -115,29 +117,25 @@ class PreCache(Model):
     """ResourcePools whose hosts keep a copy (pinned in their cache: never evicted)."""
 
 
-_ONE_SOURCE = cel(
-    "has(self.url) != has(self.kernel)",
-    "set exactly one of url (a disk image) or kernel (a kernel + initrd pair)",
-)
-_SHA_WITH_URL = cel(
-    "has(self.url) == has(self.sha256)",
-    "sha256 is required with url (and only with url): kubenova uses no file it cannot verify",
-)
+_SPEC_RULES: list[JsonValue] = [
+    {
+        "rule": "has(self.url) != has(self.kernel)",
+        "message": "set exactly one of url (a disk image) or kernel (a kernel + initrd pair)",
+    },
+    {
+        "rule": "has(self.url) == has(self.sha256)",
+        "message": "sha256 is required with url (and only with url): kubenova uses no file it "
+        "cannot verify",
+    },
+    {"rule": "self == oldSelf", "message": "is immutable; create a new VMImage"},
+]
 
 
 class VMImageSpec(Model):
     """Where the image comes from and what it is. Immutable: publish a new version as a new
     VMImage."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                *_ONE_SOURCE["x-kubernetes-validations"],  # type: ignore[misc]
-                *_SHA_WITH_URL["x-kubernetes-validations"],  # type: ignore[misc]
-                {"rule": "self == oldSelf", "message": "is immutable; create a new VMImage"},
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
     url: str | None = Field(
         default=None,
@@ -229,7 +227,8 @@ class VMImageStatus(Model):
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     """The checksum the hosts verified."""
     hosts: list[PlainName] = Field(default_factory=list, max_length=MAX_HOSTS)
-    """Hosts whose image cache holds it (from their Host status.images)."""
+    """Hosts whose image cache holds a verified copy (each host's agent adds itself when it
+    verifies one and removes itself when it evicts it)."""
     host_count: int = Field(default=0, ge=0)
     """How many hosts hold it."""
     observed_generation: int | None = None
@@ -261,7 +260,7 @@ class VMImage(Resource):
     spec: VMImageSpec
     """Where the image comes from."""
     status: VMImageStatus = Field(default_factory=VMImageStatus)
-    """Import state, written by the hosts' agents (phase) and the operator (hosts)."""
+    """Import state, written by the hosts' agents."""
 
 
 # -- the import state machine ----------------------------------------------------------------
@@ -274,6 +273,8 @@ class ImportEvent(StrEnum):
     """A host verified its copy."""
     FAILED = "ImportFailed"
     """A host's fetch or verification failed."""
+    EVICTED = "Evicted"
+    """A host removed its copy (cache full, or the image unused and gone)."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def observe(
     host retries."""
     phase, reason, message = status.phase, status.reason, status.message
     size, sha = status.size, status.sha256
+    hosts = list(status.hosts)
     match report.event:
         case ImportEvent.STARTED:
             if phase is ImagePhase.READY:
@@ -306,15 +308,20 @@ def observe(
             phase, reason = ImagePhase.IMPORTING, "Importing"
             message = f"host {report.host} is fetching it"
         case ImportEvent.SUCCEEDED:
+            if status.phase is not ImagePhase.READY:
+                message = f"verified on host {report.host}"
             phase, reason, size, sha = ImagePhase.READY, "Imported", report.size, report.sha256
-            message = f"verified on host {report.host}"
-            if status.phase is ImagePhase.READY:
-                message = status.message
+            if report.host not in hosts and len(hosts) < MAX_HOSTS:
+                hosts = sorted([*hosts, report.host])
         case ImportEvent.FAILED:
             if phase is ImagePhase.READY:
                 return status
             phase, reason = ImagePhase.FAILED, report.reason or "ImportFailed"
             message = f"host {report.host}: {report.message}"[:1024]
+        case ImportEvent.EVICTED:
+            if report.host not in hosts:
+                return status
+            hosts = [h for h in hosts if h != report.host]
     ready = phase is ImagePhase.READY
     condition = Condition(
         type=COND_READY,
@@ -323,11 +330,12 @@ def observe(
         message=message[:4096],
         observed_generation=generation,
     )
-    same = (
-        (phase, reason, message, size, sha, status.observed_generation)
-        == (status.phase, status.reason, status.message, status.size, status.sha256, generation)
-    )
-    if same:
+    before = (phase, reason, message, size, sha, hosts, status.observed_generation)
+    after = (
+        status.phase, status.reason, status.message, status.size, status.sha256, status.hosts,
+        generation,
+    )  # fmt: skip
+    if before == after:
         return status
     return status.model_copy(
         update={
@@ -336,6 +344,8 @@ def observe(
             "message": message,
             "size": size,
             "sha256": sha,
+            "hosts": hosts,
+            "host_count": len(hosts),
             "observed_generation": generation,
             "conditions": set_condition(status.conditions, condition, now),
         }

@@ -215,6 +215,50 @@ class KubeAPI:
             raise
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
+    # -- VMImages (the host's image cache) -----------------------------------------------
+
+    async def vmimage(self, name: str) -> RawObject | None:
+        """A VMImage by name (None: there is none, so the name is an admin's pre-provisioned
+        file in the image store)."""
+        return await self._cluster_object("vmimages", name)
+
+    async def list_vmimages(self) -> list[RawObject]:
+        listing = await _call(
+            self.custom.list_cluster_custom_object, constants.GROUP, constants.VERSION, "vmimages"
+        )
+        return list(listing.get("items") or [])
+
+    async def patch_vmimage_status(self, name: str, body: RawObject) -> RawObject:
+        """A merge patch of a VMImage's status; `body` carries the resourceVersion it was
+        computed from, so a stale write fails with 409."""
+        return await _call(
+            self.custom.patch_cluster_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            "vmimages",
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def pool(self, name: str) -> RawObject | None:
+        """A ResourcePool by name (None: it does not exist)."""
+        return await self._cluster_object("resourcepools", name)
+
+    async def _cluster_object(self, plural: str, name: str) -> RawObject | None:
+        try:
+            return await _call(
+                self.custom.get_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                plural,
+                name,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     # -- the Host -------------------------------------------------------------------------
 
     async def ensure_host(self, labels: dict[str, str]) -> None:

@@ -30,3 +30,30 @@ ORPHANS_REMOVED = Counter(
 RECONCILES = Counter(
     "kubenova_agent_reconciles_total", "Reconcile passes, by result.", ["host", "result"]
 )
+IMAGE_BYTES = Counter(
+    "kubenova_agent_image_bytes_downloaded_total",
+    "Bytes of VMImages downloaded into the host's image cache.",
+    ["host"],
+)
+IMAGE_IMPORT_SECONDS = Histogram(
+    "kubenova_agent_image_import_seconds",
+    "Time to fetch, verify and store one VMImage, by result (ok, failed).",
+    ["host", "result"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+IMAGE_IMPORT_FAILURES = Counter(
+    "kubenova_agent_image_import_failures_total",
+    "Failed VMImage imports, by reason (ChecksumMismatch, Unreachable, HTTPError, BadFormat...).",
+    ["host", "reason"],
+)
+IMAGE_CACHE_BYTES = Gauge(
+    "kubenova_agent_image_cache_bytes", "Bytes of verified images in the host's cache.", ["host"]
+)
+IMAGE_CACHE_IMAGES = Gauge(
+    "kubenova_agent_image_cache_images", "Verified images in the host's cache.", ["host"]
+)
+IMAGE_EVICTIONS = Counter(
+    "kubenova_agent_image_cache_evictions_total",
+    "Images evicted from the host's cache to keep within its size limit.",
+    ["host"],
+)
