@@ -46,4 +46,5 @@ pytest_plugins = [
     "tests.fixtures.webhook",
     "tests.fixtures.libvirt",
     "tests.fixtures.libvirt_pair",
+    "tests.fixtures.imageserver",
 ]

@@ -19,6 +19,13 @@ DENIALS = Counter(
     ["reason", "kind"],
     registry=REGISTRY,
 )
+CONNECTIONS = Counter(
+    "kubenova_webhook_connections_total",
+    "Connections that brought an admission review. The API server keeps its connections "
+    "open, so this stays far below the review count; close to it means a TLS handshake per "
+    "review.",
+    registry=REGISTRY,
+)
 QUOTA_CONFLICTS = Counter(
     "kubenova_webhook_quota_conflicts_total",
     "Compare-and-swap writes of a VMQuota that lost to another writer and were retried.",

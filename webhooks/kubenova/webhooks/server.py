@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,20 @@ def _authenticate(request: web.Request, auth: ClientAuth | None) -> None:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Transports that brought a review, to count connections (each is gone with its connection)."""
+
+
+def _count_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None and transport not in _CONNECTIONS:
+        _CONNECTIONS.add(transport)
+        metrics.CONNECTIONS.inc()
+
 
 def _handler(name: str, auth: ClientAuth | None) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        _count_connection(request)
         _authenticate(request, auth)
         started = time.perf_counter()
         try:
