@@ -3,7 +3,8 @@ VMs and Hosts.
 
     kubectl vm start|stop|restart NAME [-n NS]
     kubectl vm migrate NAME [--to HOST] [--timeout SECONDS] [--wait]
-    kubectl vm console NAME [--tail N]          where the serial console log is, and its end
+    kubectl vm console NAME                     attach to the serial console (Ctrl-] detaches)
+    kubectl vm console NAME --log [--tail N]    print its log (also after the VM stopped)
     kubectl vm cordon|uncordon HOST
     kubectl vm drain HOST [--wait]               cordon, then move every VM off by its
                                                   eviction strategy (LiveMigrate, Shutdown)
@@ -23,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from kubenova.api import constants
@@ -92,11 +92,6 @@ def drained(host: dict[str, Any]) -> tuple[bool, str]:
     return False, "waiting for the operator"
 
 
-def console_lines(text: str, tail: int) -> str:
-    lines = text.splitlines()
-    return "\n".join(lines[-tail:] if tail > 0 else lines)
-
-
 # -- kubectl --------------------------------------------------------------------------------
 
 
@@ -144,9 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     mig.add_argument("--to", dest="target", help="the target host (default: the scheduler's)")
     mig.add_argument("--timeout", type=int, help="seconds before it is rolled back")
     mig.add_argument("--wait", action="store_true", help="wait for the outcome")
-    con = sub.add_parser("console", help="where the serial console log is, and its last lines")
+    con = sub.add_parser(
+        "console", help="attach to the serial console through the API server (RBAC: "
+        "virtualmachines/console in subresources.kubenova.io)",
+    )  # fmt: skip
     con.add_argument("name")
-    con.add_argument("--tail", type=int, default=20, help="lines to print; 0: all")
+    con.add_argument("--log", action="store_true", help="print the stored log instead")
+    con.add_argument("--tail", type=int, help="with --log: the last N lines (default all)")
+    con.add_argument("--detach-key", default="^]", help="the key that detaches (default ^])")
+    con.add_argument(
+        "--linger", type=float, default=2.0,
+        help="when stdin is no terminal: seconds to wait for output after it ends",
+    )  # fmt: skip
     for name, text in (
         ("cordon", "no new VMs on the host"),
         ("uncordon", "take VMs again (and end a drain)"),
@@ -176,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "migrate":
                 return _migrate(kubectl, args, ns)
             case "console":
-                return _console(kubectl, args.name, ns, args.tail)
+                return _console(args)
             case "cordon" | "uncordon":
                 kubectl.patch(HOST, args.host, build_cordon(args.command == "cordon"))
                 print(f"host/{args.host} {args.command}ed")
@@ -222,19 +226,28 @@ def _migrate(kubectl: Kubectl, args: argparse.Namespace, ns: list[str]) -> int:
     return 0 if str(result).startswith("Succeeded") else 1
 
 
-def _console(kubectl: Kubectl, name: str, ns: list[str], tail: int) -> int:
-    status = kubectl.get(VM, name, *ns).get("status", {})
-    path, host = status.get("serialLog"), status.get("host")
-    if not path:
-        raise PluginError(
-            f"VM {name} reports no serial console log (status.serialLog); it is not running yet"
-        )
-    print(f"# host {host}: {path}")
-    log = Path(path)
-    if log.is_file():
-        print(console_lines(log.read_text(errors="replace"), tail))
-    else:
-        print(f"# not on this machine: read it on host {host}")
+def _console(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kubenova.cli import console
+    from kubenova.console import protocol
+
+    try:
+        detach_key = protocol.parse_detach_key(args.detach_key)
+        if args.tail is not None and not 0 <= args.tail <= protocol.MAX_TAIL_LINES:
+            raise ValueError(f"--tail: {args.tail} is not 0-{protocol.MAX_TAIL_LINES}")
+    except ValueError as e:
+        raise PluginError(str(e)) from None
+    try:
+        ep = console.endpoint(args.kubeconfig, args.context, args.namespace)
+        if args.log:
+            sys.stdout.buffer.write(asyncio.run(console.read_log(ep, args.name, args.tail or 0)))
+            sys.stdout.flush()
+            return 0
+        reason = console.run_console(ep, args.name, detach_key, args.linger)
+    except console.ConsoleError as e:
+        raise PluginError(f"console of virtualmachine {args.name}: {e}") from None
+    print(f"\r\n[{reason}]", file=sys.stderr)
     return 0
 
 

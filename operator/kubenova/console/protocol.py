@@ -58,9 +58,9 @@ class Target:
 def check_names(namespace: str, name: str) -> None:
     """Refuse what is no Kubernetes namespace or VM name (a 404: nothing by that name can
     exist), before it is used anywhere."""
-    if not _DNS_LABEL.match(namespace):
+    if not _DNS_LABEL.fullmatch(namespace):
         raise ConsoleError(404, f"namespace {namespace[:80]!r} is not a valid namespace name")
-    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         raise ConsoleError(404, f"virtualmachine {name[:80]!r} is not a valid VM name")
 
 

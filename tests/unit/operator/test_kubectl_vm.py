@@ -50,8 +50,3 @@ def test_drained_reads_the_hosts_condition() -> None:
     ]}}  # fmt: skip
     assert kubectl_vm.drained(host) == (False, "VMs left: 1 migrate")
     assert kubectl_vm.drained({}) == (False, "waiting for the operator")
-
-
-def test_console_prints_the_last_lines() -> None:
-    assert kubectl_vm.console_lines("a\nb\nc\n", 2) == "b\nc"
-    assert kubectl_vm.console_lines("a\nb", 0) == "a\nb"
