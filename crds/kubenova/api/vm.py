@@ -19,6 +19,16 @@ from kubenova.api.quantity import Quantity
 from kubenova.api.text import NetworkName, PlainName, SingleLine
 
 _IMMUTABLE = cel("self == oldSelf", "is immutable; create a new VM instead")
+MAX_ACCESS_CREDENTIALS = 8
+"""Secrets of SSH keys one VM may name."""
+# The seed is a device of the domain, defined once: credentials added or removed later would
+# be ignored in silence, so the list is fixed and the keys rotate in the Secret instead.
+_FIXED_CREDENTIALS = cel(
+    "has(self.accessCredentials) == has(oldSelf.accessCredentials) && "
+    "(!has(self.accessCredentials) || self.accessCredentials == oldSelf.accessCredentials)",
+    "accessCredentials is fixed once the VM exists; rotate keys by editing the Secret (it is "
+    "read at every start of the VM), or create a new VM",
+)
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 # Every string, list and map of a VM has a bound, so the largest VM the schema admits is small
@@ -180,6 +190,34 @@ class CloudInit(Model):
     """Network configuration, version 1 or 2."""
 
 
+class SecretSource(Model):
+    """A Secret in the VM's own namespace (the reference has no namespace field)."""
+
+    secret_name: PlainName
+    """The Secret's name. Each key of its data holds one or more authorized_keys lines."""
+
+
+class SSHPublicKeySource(Model):
+    """Where the SSH public keys come from."""
+
+    secret: SecretSource
+    """A Secret in the VM's namespace."""
+
+
+class SSHPublicKeyAccessCredential(Model):
+    """SSH public keys for the guest's default user, delivered through cloud-init."""
+
+    source: SSHPublicKeySource
+    """The Secret that holds the keys."""
+
+
+class AccessCredential(Model):
+    """One way into the guest, as KubeVirt's accessCredentials (SSH public keys only)."""
+
+    ssh_public_key: SSHPublicKeyAccessCredential
+    """Keys from a Secret, added to the guest's cloud-init data as ssh_authorized_keys."""
+
+
 class VMResources(Model):
     """The VM's size, copied from its flavor at admission so later flavor edits cannot change
     a VM under its user."""
@@ -198,6 +236,8 @@ class VMResources(Model):
 
 class VirtualMachineSpec(Model):
     """The VM the user wants."""
+
+    model_config = ConfigDict(json_schema_extra=_FIXED_CREDENTIALS)
 
     flavor: str = Field(min_length=1, max_length=253)
     """The Flavor that sizes this VM."""
@@ -219,6 +259,12 @@ class VirtualMachineSpec(Model):
     """Network interfaces."""
     cloud_init: CloudInit | None = None
     """cloud-init user and network data."""
+    access_credentials: list[AccessCredential] = Field(
+        default_factory=list,
+        max_length=MAX_ACCESS_CREDENTIALS,
+    )
+    """SSH public keys from Secrets in the VM's namespace, added to the guest's cloud-init
+    data; the Secrets are read at every start of the domain. Fixed once the VM exists."""
     eviction_strategy: EvictionStrategy = EvictionStrategy.LIVE_MIGRATE
     """What happens when its host is drained: LiveMigrate or Shutdown."""
     termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600)

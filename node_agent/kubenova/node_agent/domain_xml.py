@@ -23,6 +23,7 @@ from kubenova.api import constants
 from kubenova.api.flavor import FlavorSpec, HugePageSize
 from kubenova.api.text import is_plain_name
 from kubenova.api.vm import VirtualMachine, VMResources
+from kubenova.node_agent import credentials
 from kubenova.node_agent.hypervisor import Owner
 
 OWNER_NS = "https://kubenova.io/xmlns/vm/1"
@@ -181,9 +182,12 @@ def plan(
     settings: DomainSettings,
     flavor: FlavorSpec | None = None,
     user_data: str | bytes | None = None,
+    ssh_keys: tuple[str, ...] = (),
 ) -> tuple[DomainSpec, Storage]:
     """The domain and the files a VM needs on this host. `user_data` is what
-    `spec.cloudInit.userDataSecretRef` names, read by the caller (else the inline userData)."""
+    `spec.cloudInit.userDataSecretRef` names, read by the caller (else the inline userData);
+    `ssh_keys` the checked keys of `spec.accessCredentials` (`credentials.parse_keys`), added
+    to it."""
     meta = vm.metadata
     namespace = meta.namespace or "default"
     name = domain_name(namespace, meta.name)
@@ -215,13 +219,21 @@ def plan(
     ci = vm.spec.cloud_init
     if user_data is None and ci is not None:
         user_data = ci.user_data
-    if ci is not None and (user_data or ci.network_data):
+    network_data = ci.network_data if ci is not None else None
+    # A VM with access credentials always has a seed (even while its Secrets hold no key), so
+    # keys added to a Secret later reach a domain that was defined without any.
+    wants_keys = bool(vm.spec.access_credentials)
+    if wants_keys or user_data or network_data:
         seed = f"{folder}/seed.iso"
         disks.append(
             Disk(path=seed, target="hdc", device="cdrom", format="raw", bus="ide", readonly=True)
         )
         storage = dataclasses.replace(
-            storage, seed=seed, user_data=user_data or "", network_data=ci.network_data
+            storage,
+            seed=seed,
+            user_data=credentials.merge(user_data, ssh_keys) or "",
+            network_data=network_data,
+            instance_id=credentials.instance_id(storage.instance_id, ssh_keys),
         )
     # A MAC the user set (only in objects stored before the schema refused it) is ignored.
     uid = meta.uid or name

@@ -20,7 +20,7 @@ from kubenova.api.meta import InvalidObjectError
 from kubenova.api.vm import RunStrategy, VirtualMachine, VirtualMachineStatus, VMPhase, VMResources
 from kubenova.kube import client, logs
 from kubenova.kube.events import EventRecorder, ref_of
-from kubenova.node_agent import decide, domain_xml, storage
+from kubenova.node_agent import credentials, decide, domain_xml, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.decide import Action
 from kubenova.node_agent.hypervisor import Domain, Hypervisor
@@ -33,6 +33,14 @@ USER_DATA_KEYS = ("userdata", "userData")
 """Keys of a userDataSecretRef Secret that hold the user data, as KubeVirt reads them."""
 _OPERATOR_PHASES = (VMPhase.PENDING, VMPhase.MIGRATING)
 """Phases in which the VM is the operator's business, not the agent's."""
+
+
+def _has_seed(vm: VirtualMachine) -> bool:
+    """Whether the VM's domain was defined with a cloud-init seed."""
+    ci = vm.spec.cloud_init
+    return bool(vm.spec.access_credentials) or (
+        ci is not None and bool(ci.user_data or ci.user_data_secret_ref or ci.network_data)
+    )
 
 
 class ReconcileError(RuntimeError):
@@ -60,6 +68,8 @@ class Reconciler:
         self.images: Images | None = None
         """The host's image cache (None: simulated hosts, which make no files)."""
         self._stopping: dict[str, dt.datetime] = {}
+        self._seeded: set[str] = set()
+        """Domains defined in the pass under way, whose seed needs no refresh at START."""
 
     async def reconcile(self, raw: RawObject) -> Outcome:
         try:
@@ -111,6 +121,7 @@ class Reconciler:
                 ", ".join(decision.actions),
                 extra={"vm": key, "domain": name, "actions": list(decision.actions)},
             )
+        self._seeded.discard(name)
         for action in decision.actions:
             await self._act(action, vm, name, wish)
         if Action.RELEASE_FINALIZER in decision.actions:
@@ -124,19 +135,18 @@ class Reconciler:
         folder = f"{self.cfg.domains.state_dir}/{name}"
         match action:
             case Action.DEFINE:
-                spec, files = domain_xml.plan(
-                    vm,
-                    await self._size(vm),
-                    self.cfg.domains,
-                    await self._flavor_spec(vm),
-                    await self._secret_user_data(vm),
-                )
+                spec, files = await self._plan(vm)
                 if self.images is not None:
                     spec, files = await self.images.boot(vm, spec, files)
                 if self.cfg.manage_storage:
                     await storage.prepare(files)
                 await self.hv.define(domain_xml.build(spec))
+                self._seeded.add(name)
             case Action.START:
+                if name in self._seeded:
+                    self._seeded.discard(name)  # defined in this pass: the seed is current
+                elif self.cfg.manage_storage and _has_seed(vm):
+                    await self._refresh_seed(vm)
                 await self.hv.start(name)
             case Action.SHUTDOWN:
                 await self.hv.shutdown(name)
@@ -154,6 +164,55 @@ class Reconciler:
             case Action.RELEASE_FINALIZER:
                 await self.kube.release_finalizer(vm.metadata.namespace or "", vm.metadata.name)
                 log.info("VM %s: domain removed, finalizer released", vm.metadata.name)
+
+    async def _plan(self, vm: VirtualMachine) -> tuple[domain_xml.DomainSpec, domain_xml.Storage]:
+        return domain_xml.plan(
+            vm,
+            await self._size(vm),
+            self.cfg.domains,
+            await self._flavor_spec(vm),
+            await self._secret_user_data(vm),
+            await self._ssh_keys(vm),
+        )
+
+    async def _refresh_seed(self, vm: VirtualMachine) -> None:
+        """Every start reads the Secrets again, so edited keys (or Secret user data) reach the
+        guest at its next boot. A Secret that is gone or wrong fails the start, with the reason;
+        an API server that cannot be reached does not keep a crashed guest down: it starts with
+        the seed it has."""
+        try:
+            _spec, files = await self._plan(vm)
+        except (ReconcileError, credentials.CredentialError, domain_xml.DomainXMLError):
+            raise
+        except Exception as e:
+            if client.is_conflict(e):
+                raise
+            log.warning(
+                "VM %s: starting with the cloud-init seed it has; the Secrets could not be "
+                "read: %s", vm.metadata.name, e,
+            )  # fmt: skip
+            return
+        if await storage.refresh_seed(files):
+            log.info("VM %s: cloud-init seed rebuilt", vm.metadata.name)
+
+    async def _ssh_keys(self, vm: VirtualMachine) -> tuple[str, ...]:
+        """The SSH public keys of `spec.accessCredentials`, from Secrets in the VM's own
+        namespace (the reference has no namespace), checked line by line. Errors name the
+        Secret, key and line, never a value: a Secret may hold something else entirely."""
+        ns = vm.metadata.namespace or ""
+        sets: list[list[str]] = []
+        for i, cred in enumerate(vm.spec.access_credentials):
+            secret = cred.ssh_public_key.source.secret.secret_name
+            field = f"spec.accessCredentials[{i}].sshPublicKey.source.secret"
+            data = await self.kube.secret_data(ns, secret)
+            if data is None:
+                raise ReconcileError(
+                    f"VM {ns}/{vm.metadata.name}: {field}: Secret {secret!r} does not exist in "
+                    f"namespace {ns}; create it with SSH public keys (one per line) in its data"
+                )
+            where = credentials.Source(f"VM {ns}/{vm.metadata.name}: {field}", secret)
+            sets.append(credentials.parse_keys(where, data))
+        return credentials.collect(sets)
 
     async def _size(self, vm: VirtualMachine) -> VMResources:
         if vm.spec.resources is not None:

@@ -11,6 +11,7 @@ overlay and the seed, which may carry a Secret's user data, are 0600.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 SEED_TOOLS = ("genisoimage", "mkisofs", "xorrisofs")
 FOLDER_MODE = 0o711
 FILE_MODE = 0o600
+SEED_DIGEST_SUFFIX = ".sha256"
+"""Beside the seed: the digest of the files it was built from."""
 
 
 class StorageError(RuntimeError):
@@ -69,7 +72,8 @@ def _private(path: str | Path, mode: int = FILE_MODE) -> None:
 
 async def prepare(plan: Storage) -> None:
     """Create what `plan` needs; files already there are kept (a restarted agent must not
-    wipe a guest's disk). Nothing is created when a named file is not in the image store."""
+    wipe a guest's disk), but the seed is rebuilt when what it holds changed. Nothing is
+    created when a named file is not in the image store."""
     for file in plan.boot_files:
         check_in_store(file, plan.store)
     folder = Path(plan.folder)
@@ -91,11 +95,49 @@ async def prepare(plan: Storage) -> None:
         )  # fmt: skip
         Path(partial).chmod(FILE_MODE)
         Path(partial).rename(plan.overlay)
-    if plan.seed and not Path(plan.seed).exists():
-        await _seed(plan)
+    if plan.seed:
+        await refresh_seed(plan)
 
 
-async def _seed(plan: Storage) -> None:
+def _seed_files(plan: Storage) -> dict[str, bytes]:
+    """The seed's files, exactly as written into the ISO."""
+    meta = {"instance-id": plan.instance_id, "local-hostname": plan.hostname}
+    data = plan.user_data or ""
+    files = {
+        "meta-data": yaml.safe_dump(meta).encode(),
+        "user-data": data.encode() if isinstance(data, str) else data,
+    }
+    if plan.network_data:
+        files["network-config"] = plan.network_data.encode()
+    return files
+
+
+def _digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(f"{name}\0{len(files[name])}\0".encode())
+        h.update(files[name])
+    return h.hexdigest()
+
+
+async def refresh_seed(plan: Storage) -> bool:
+    """Build the seed when it is missing or its files changed (a Secret it was made from was
+    edited); True when it was (re)built. A digest of the files it holds is kept beside it, 0600
+    like the seed (a digest of short user data could be guessed back)."""
+    if not plan.seed:
+        return False
+    files = _seed_files(plan)
+    digest = _digest(files)
+    mark = Path(f"{plan.seed}{SEED_DIGEST_SUFFIX}")
+    if Path(plan.seed).exists() and mark.exists() and mark.read_text().strip() == digest:
+        return False
+    await _seed(plan, files)
+    _private(mark)
+    mark.write_text(digest + "\n")
+    return True
+
+
+async def _seed(plan: Storage, files: dict[str, bytes]) -> None:
     tool = next((t for t in SEED_TOOLS if shutil.which(t)), None)
     if tool is None:
         raise StorageError(
@@ -104,16 +146,14 @@ async def _seed(plan: Storage) -> None:
         )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp)
-        meta = {"instance-id": plan.instance_id, "local-hostname": plan.hostname}
-        (src / "meta-data").write_text(yaml.safe_dump(meta))
-        data = plan.user_data or ""
-        (src / "user-data").write_bytes(data.encode() if isinstance(data, str) else data)
-        if plan.network_data:
-            (src / "network-config").write_text(plan.network_data)
+        for name, content in files.items():
+            (src / name).write_bytes(content)
         partial = f"{plan.seed}.partial"
         _private(partial)
         await _run(tool, "-quiet", "-output", partial, "-volid", "cidata", "-joliet", "-rock", tmp)
         Path(partial).chmod(FILE_MODE)
+        # The rename replaces a seed a stopped domain was defined with; a running qemu keeps
+        # the one it opened.
         Path(partial).rename(str(plan.seed))
 
 
