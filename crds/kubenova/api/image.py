@@ -83,7 +83,6 @@ class FileSource(Model):
     )
     """Where the file is: an http:// or https:// URL."""
     sha256: str = Field(
-        min_length=64,
         max_length=64,
         json_schema_extra=cel(f"self.matches('{SHA256}')", SHA256_MESSAGE),
     )
@@ -146,7 +145,6 @@ class VMImageSpec(Model):
     """A disk image to fetch: an http:// or https:// URL (needs sha256)."""
     sha256: str | None = Field(
         default=None,
-        min_length=64,
         max_length=64,
         json_schema_extra=cel(f"self.matches('{SHA256}')", SHA256_MESSAGE),
     )
