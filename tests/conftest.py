@@ -46,5 +46,6 @@ pytest_plugins = [
     "tests.fixtures.webhook",
     "tests.fixtures.libvirt",
     "tests.fixtures.libvirt_pair",
+    "tests.fixtures.console",
     "tests.fixtures.imageserver",
 ]

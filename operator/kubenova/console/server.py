@@ -145,6 +145,9 @@ class ConsoleServer:
             if target.subresource == protocol.CONSOLE_LOG:
                 tail = protocol.parse_tail(request.query.get("tail"))
                 return await self._log(target, address, tail)
+            # The phase first: a client whose upgrade was refused asks again without one
+            # to read the reason, and should get this one.
+            _check_running(target, vm)
             if not _is_websocket(request):
                 raise protocol.ConsoleError(
                     400, f"{target.key}: the console is a WebSocket; use kubectl vm console"
@@ -215,13 +218,6 @@ class ConsoleServer:
         address: str,
     ) -> web.StreamResponse:
         assert self._session is not None
-        phase = (vm.get("status") or {}).get("phase")
-        if phase not in RUNNING_PHASES:
-            raise protocol.ConsoleError(
-                409,
-                f"virtualmachine {target.key} is {phase}, not running; "
-                "`kubectl vm console --log` shows its log",
-            )
         url = f"wss://{address}{protocol.agent_path(target)}"
         try:
             upstream = await self._session.ws_connect(
@@ -295,6 +291,16 @@ class ConsoleServer:
             )  # fmt: skip
             log.info("console of %s closed for %s", target.key, caller.user)
         return ws
+
+
+def _check_running(target: protocol.Target, vm: dict[str, Any]) -> None:
+    phase = (vm.get("status") or {}).get("phase")
+    if phase not in RUNNING_PHASES:
+        raise protocol.ConsoleError(
+            409,
+            f"virtualmachine {target.key} is {phase}, not running; "
+            "`kubectl vm console --log` shows its log",
+        )
 
 
 def _is_websocket(request: web.Request) -> bool:
