@@ -48,6 +48,9 @@ class ScoreWeights(Model):
     """Weight of the spreading score."""
     load: int = Field(default=0, ge=0, le=100)
     """Weight of the load-aware score (hot and cold data)."""
+    image: int = Field(default=1, ge=0, le=100)
+    """Weight of the image-locality score: hosts whose image cache already holds the VM's
+    spec.boot.image (kube-scheduler's ImageLocality)."""
 
 
 class Reservation(Model):

@@ -52,6 +52,7 @@ def host(h: Host, heartbeat_at: float) -> model.HostInfo:
         ),
         ready=h.status.phase is api_host.HostPhase.READY,
         heartbeat_at=heartbeat_at,
+        images={i.name: -(-i.size // MIB) for i in h.status.images},
     )
 
 
@@ -96,13 +97,14 @@ def vm(v: VirtualMachine, size_of_flavor: model.Size | None, created_at: float) 
             model.Toleration(t.key, t.operator == "Exists", t.value) for t in pl.tolerations
         ),
         created_at=created_at,
+        image=spec.boot.image,
     )
 
 
 _POLICY_WEIGHTS = {
-    api_pool.PlacementPolicy.PACK: model.Weights(pack=1, spread=0, load=0),
-    api_pool.PlacementPolicy.SPREAD: model.Weights(pack=0, spread=1, load=0),
-    api_pool.PlacementPolicy.LOAD_AWARE: model.Weights(pack=0, spread=1, load=2),
+    api_pool.PlacementPolicy.PACK: model.Weights(pack=1, spread=0, load=0, image=1),
+    api_pool.PlacementPolicy.SPREAD: model.Weights(pack=0, spread=1, load=0, image=1),
+    api_pool.PlacementPolicy.LOAD_AWARE: model.Weights(pack=0, spread=1, load=2, image=1),
 }
 
 
@@ -110,7 +112,7 @@ def pool(p: ResourcePool) -> model.PoolInfo:
     s = p.spec
     w = s.score_weights
     weights = (
-        model.Weights(w.pack, w.spread, w.load)
+        model.Weights(w.pack, w.spread, w.load, w.image)
         if w is not None
         else _POLICY_WEIGHTS[s.placement_policy]
     )

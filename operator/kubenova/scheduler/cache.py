@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from kubenova.scheduler.indexes import LabelIndex
@@ -144,6 +144,8 @@ class CapacityCache:
         self.allocations: dict[str, Allocation] = {}
         self.groups: dict[tuple[str, str], dict[int, int]] = {}
         """(namespace, group) → host id → how many of its VMs are there."""
+        self.image_hosts: dict[str, int] = {}
+        """Image name → how many hosts' image caches hold it (image locality's spread)."""
         self._free_ids: list[int] = []
         self._next_id = 0
         self.over_commits = 0
@@ -164,6 +166,7 @@ class CapacityCache:
                 if p.info.selector.matches(info.labels):
                     p.members.add(e.id)
                     e.pools.append(name)
+            self._count_images(info.images, 1)
             self._refresh_capacity(e)
             self._order(e)
             return e
@@ -171,6 +174,9 @@ class CapacityCache:
         old = e.info
         e.info = info
         e.heartbeat_at = max(e.heartbeat_at, info.heartbeat_at)
+        if old.images != info.images:
+            self._count_images(old.images, -1)
+            self._count_images(info.images, 1)
         if old.labels != info.labels:
             self.labels.remove(e.id, old.labels)
             self.labels.add(e.id, info.labels)
@@ -197,10 +203,19 @@ class CapacityCache:
         for p in e.pools:
             self.pools[p].members.discard(e.id)
         self.labels.remove(e.id, e.info.labels)
+        self._count_images(e.info.images, -1)
         del self.hosts[name]
         del self.by_id[e.id]
         self._free_ids.append(e.id)
         return dropped
+
+    def _count_images(self, images: Iterable[str], delta: int) -> None:
+        for image in images:
+            n = self.image_hosts.get(image, 0) + delta
+            if n > 0:
+                self.image_hosts[image] = n
+            else:
+                self.image_hosts.pop(image, None)
 
     def heartbeat(self, name: str, at: float) -> None:
         e = self.hosts.get(name)

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from kubenova.scheduler.cache import ID_BITS, ID_MASK, CapacityCache, HostEntry, PoolState
 from kubenova.scheduler.explain import Reason, Tally
 from kubenova.scheduler.model import Clock, FlavorInfo, Size, VMRequest
-from kubenova.scheduler.plugins import base, fit, groups, health, nodeselector, pool, scores
+from kubenova.scheduler.plugins import (
+    base,
+    fit,
+    groups,
+    health,
+    images,
+    nodeselector,
+    pool,
+    scores,
+)
 from kubenova.scheduler.plugins import taints as taints_plugin
 from kubenova.scheduler.reservations import Reservations
 
@@ -84,7 +93,7 @@ def default_plugins(config: SchedulerConfig) -> Plugins:
             nodeselector.NodeSelector(),
             group,
         ],
-        scores=[scores.Pack(), scores.Spread(), scores.Load()],
+        scores=[scores.Pack(), scores.Spread(), scores.Load(), images.ImageLocality()],
     )
 
 

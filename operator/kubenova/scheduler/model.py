@@ -96,6 +96,8 @@ class HostInfo:
     ready: bool = True
     heartbeat_at: float = 0.0
     """Clock time of the last heartbeat the operator saw (Lease renewal)."""
+    images: Mapping[str, int] = field(default_factory=dict)
+    """Images the host's image cache holds: name → size in MiB (rounded up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,8 @@ class VMRequest:
     anti_affinity: tuple[GroupRule, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     created_at: float = 0.0
+    image: str | None = None
+    """The base image it boots (spec.boot.image), for image locality."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,7 @@ class Weights:
     pack: int = 1
     spread: int = 0
     load: int = 0
+    image: int = 1
 
 
 @dataclass(frozen=True, slots=True)
