@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 def _placement_view(info: model.HostInfo) -> model.HostInfo:
     """A host as the filters judge it: without the heartbeat time, which every renewal moves
-    (whether the heartbeat is fresh is `ready`, which stays in)."""
-    return dataclasses.replace(info, heartbeat_at=0.0)
+    (whether the heartbeat is fresh is `ready`, which stays in), and without the images its
+    cache holds, which only a score reads (an image arriving makes no parked VM fit)."""
+    return dataclasses.replace(info, heartbeat_at=0.0, images={})
 
 
 def vm_key(vm: VirtualMachine) -> str:
