@@ -377,6 +377,64 @@ HOSTS = Dashboard(
                 ),
             ],
         ),
+        (
+            "Image cache",
+            [
+                Panel(
+                    "Image downloads",
+                    "Bytes per second the agents fetch into their image caches (VMImages).",
+                    [
+                        Query(
+                            "sum by (host) (rate(kubenova_agent_image_bytes_downloaded_total"
+                            "[$__rate_interval]))",
+                            "{{host}}",
+                        )
+                    ],
+                    unit="Bps",
+                ),
+                Panel(
+                    "Image import time (p90)",
+                    "Fetch, verify and store one VMImage, by result.",
+                    [
+                        Query(
+                            quantile(0.9, "kubenova_agent_image_import_seconds", "result"),
+                            "{{result}}",
+                        )
+                    ],
+                    unit="s",
+                ),
+                Panel(
+                    "Image import failures",
+                    "Failed imports by reason (ChecksumMismatch, Unreachable, HTTPError, "
+                    "BadFormat, ConversionFailed).",
+                    [
+                        Query(
+                            "sum by (reason) (increase(kubenova_agent_image_import_failures_total"
+                            "[$__rate_interval]))",
+                            "{{reason}}",
+                        )
+                    ],
+                ),
+                Panel(
+                    "Image cache size",
+                    "Verified bytes each host's image cache holds.",
+                    [Query("sum by (host) (kubenova_agent_image_cache_bytes)", "{{host}}")],
+                    unit="bytes",
+                ),
+                Panel(
+                    "Image cache evictions",
+                    "Images evicted to keep each cache within its limit (unused ones, least "
+                    "recently used first).",
+                    [
+                        Query(
+                            "sum by (host) (increase(kubenova_agent_image_cache_evictions_total"
+                            "[$__rate_interval]))",
+                            "{{host}}",
+                        )
+                    ],
+                ),
+            ],
+        ),
     ],
 )
 
