@@ -1,0 +1,152 @@
+"""The agent's image cache on its own, against a loopback HTTP server: eviction under the size
+limit, formats (raw converted, a qcow2 with a backing file or a raw file posing as qcow2
+refused), back-off after a failure, and a leftover download of another source discarded.
+Needs qemu-img (hack/setup installs it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubenova.api.image import ImportEvent, ImportReport, VMImage
+from kubenova.node_agent.imagecache import ImageCache, ImageError
+from tests.fixtures.imageserver import ImageServer, qcow2
+from tests.fixtures.libvirt import Loop
+
+pytestmark = pytest.mark.libvirt
+
+
+def _image(name: str, uid: str = "u1", **spec: Any) -> VMImage:
+    return VMImage.parse({"metadata": {"name": name, "uid": uid}, "spec": spec})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, ImportReport]] = []
+
+    async def __call__(self, image: VMImage, report: ImportReport) -> None:
+        self.reports.append((image.metadata.name, report))
+
+
+def _cache(store: Path, limit: int = 0, needed: set[str] | None = None) -> ImageCache:
+    cache = ImageCache(str(store), "h1", limit, Recorder(), needed=lambda: set(needed or ()))
+    cache.load()
+    return cache
+
+
+def test_unused_images_are_evicted_least_recently_used_first(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    data = qcow2(tmp_path / "a.qcow2")
+    images = {}
+    for n in ("a", "b", "c"):
+        url, sha = image_server.add(f"/{n}.qcow2", data)
+        images[n] = _image(n, url=url, sha256=sha)
+    needed: set[str] = set()
+    cache = _cache(tmp_path / "store", limit=2 * len(data), needed=needed)
+    cache.needed = lambda: set(needed)
+    aio.run(cache.ensure(images["a"]))
+    aio.run(cache.ensure(images["b"]))
+    aio.run(cache.ensure(images["a"]))  # a is now the most recently used
+    aio.run(cache.ensure(images["c"]))
+    assert [h["name"] for h in cache.held()] == ["a", "c"]
+    assert not (tmp_path / "store" / "cache" / "b").exists()
+    # A needed image stays, even over the limit.
+    needed |= {"a", "c"}
+    aio.run(cache.ensure(images["b"]))
+    assert [h["name"] for h in cache.held()] == ["a", "b", "c"]
+
+
+def test_a_raw_image_is_converted_to_qcow2_after_its_checksum_is_verified(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    raw = bytes(range(256)) * 4096
+    url, sha = image_server.add("/disk.raw", raw)
+    cache = _cache(tmp_path / "store")
+    files = aio.run(cache.ensure(_image("r", url=url, sha256=sha, format="raw")))
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", files["disk"]], capture_output=True, check=True
+        ).stdout
+    )
+    assert info["format"] == "qcow2" and info["virtual-size"] == len(raw)
+    assert cache.held()[0]["sha256"] == sha
+
+
+@pytest.mark.parametrize("kind", ["raw-as-qcow2", "backing-file"])
+def test_a_file_that_is_not_a_self_contained_qcow2_is_refused(
+    aio: Loop, image_server: ImageServer, tmp_path: Path, kind: str
+) -> None:
+    if kind == "raw-as-qcow2":
+        data, says = b"\0" * 65536, "spec.format is qcow2 but the file is raw"
+    else:
+        base = tmp_path / "base.qcow2"
+        qcow2(base)
+        child = tmp_path / "child.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(child)],
+            check=True,
+        )
+        data, says = child.read_bytes(), "has a backing file"
+    url, sha = image_server.add("/x.qcow2", data)
+    cache = _cache(tmp_path / "store")
+    with pytest.raises(ImageError) as e:
+        aio.run(cache.ensure(_image("x", url=url, sha256=sha)))
+    assert e.value.reason == "BadFormat" and says in str(e.value)
+    assert cache.held() == []
+    assert not (tmp_path / "store" / "cache" / "x" / "disk").exists()
+
+
+def test_a_failed_import_is_not_retried_before_its_back_off(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    url, _sha = image_server.add("/y.qcow2", qcow2(tmp_path / "y.qcow2"))
+    cache = _cache(tmp_path / "store")
+    image = _image("y", url=url, sha256="1" * 64)
+    for _ in range(3):
+        with pytest.raises(ImageError) as e:
+            aio.run(cache.ensure(image))
+        assert e.value.reason == "ChecksumMismatch"
+    assert len(image_server.gets("/y.qcow2")) == 1
+    assert isinstance(cache.report, Recorder)
+    assert [r.event for _, r in cache.report.reports] == [
+        ImportEvent.STARTED,
+        ImportEvent.FAILED,
+    ]
+    # A VMImage of that name made anew (another uid) is tried at once.
+    with pytest.raises(ImageError):
+        aio.run(cache.ensure(_image("y", uid="u2", url=url, sha256="1" * 64)))
+    assert len(image_server.gets("/y.qcow2")) == 2
+
+
+def test_a_missing_file_fails_with_the_http_status(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    cache = _cache(tmp_path / "store")
+    with pytest.raises(ImageError) as e:
+        aio.run(cache.ensure(_image("z", url=f"{image_server.base}/nope", sha256="2" * 64)))
+    assert e.value.reason == "HTTPError" and "answered 404" in str(e.value)
+
+
+def test_a_leftover_download_of_another_source_is_discarded_not_resumed(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    data = qcow2(tmp_path / "w.qcow2")
+    url, sha = image_server.add("/w.qcow2", data)
+    folder = tmp_path / "store" / "cache" / "w"
+    folder.mkdir(parents=True)
+    (folder / "disk.part").write_bytes(b"junk from an older VMImage w")
+    (folder / "disk.part.json").write_text(json.dumps({"url": url, "sha256": "3" * 64}))
+    cache = _cache(tmp_path / "store")
+    files = aio.run(cache.ensure(_image("w", url=url, sha256=sha)))
+    assert Path(files["disk"]).read_bytes() == data
+    assert [r.range for r in image_server.gets("/w.qcow2")] == [None]
+    # And a restarted cache finds it verified, without fetching again.
+    again = _cache(tmp_path / "store")
+    assert again.held() == [{"name": "w", "sha256": sha, "size": len(data)}]
+    aio.run(again.ensure(_image("w", url=url, sha256=sha)))
+    assert len(image_server.gets("/w.qcow2")) == 1
