@@ -364,6 +364,8 @@ def test_each_component_may_do_only_what_it_needs(
         ("tenant", "create", "vmimages.kubenova.io", "", "", False),
         ("tenant", "patch", "vmimages.kubenova.io", "status", "", False),
         ("operator", "patch", "vmimages.kubenova.io", "", "", False),
+        ("operator", "watch", "vmimages.kubenova.io", "", "", True),
+        ("operator", "patch", "vmimages.kubenova.io", "status", "", True),
         ("tenant", "create", "virtualmachines.kubenova.io", "", namespace, True),
         ("tenant", "delete", "vmmigrations.kubenova.io", "", namespace, True),
         ("tenant", "get", "vmquotas.kubenova.io", "", namespace, True),

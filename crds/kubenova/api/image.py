@@ -9,6 +9,7 @@ immutable: a new version of an image is a new VMImage, so a host's copy never go
 
 `observe()` is the one path from an import's outcome on a host to the status users read:
 whoever reports an import goes through it, so phase, conditions and reason never disagree.
+`status.hosts` is the operator's, from the Hosts' `status.images`.
 """
 
 from __future__ import annotations
@@ -225,8 +226,8 @@ class VMImageStatus(Model):
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     """The checksum the hosts verified."""
     hosts: list[PlainName] = Field(default_factory=list, max_length=MAX_HOSTS)
-    """Hosts whose image cache holds a verified copy (each host's agent adds itself when it
-    verifies one and removes itself when it evicts it)."""
+    """Hosts whose image cache holds a verified copy, from their Host status.images (kept by
+    the operator)."""
     host_count: int = Field(default=0, ge=0)
     """How many hosts hold it."""
     observed_generation: int | None = None
@@ -258,7 +259,7 @@ class VMImage(Resource):
     spec: VMImageSpec
     """Where the image comes from."""
     status: VMImageStatus = Field(default_factory=VMImageStatus)
-    """Import state, written by the hosts' agents."""
+    """Import state: the phase from the hosts' agents, the hosts from the operator."""
 
 
 # -- the import state machine ----------------------------------------------------------------
@@ -271,8 +272,6 @@ class ImportEvent(StrEnum):
     """A host verified its copy."""
     FAILED = "ImportFailed"
     """A host's fetch or verification failed."""
-    EVICTED = "Evicted"
-    """A host removed its copy (cache full, or the image unused and gone)."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +297,6 @@ def observe(
     host retries."""
     phase, reason, message = status.phase, status.reason, status.message
     size, sha = status.size, status.sha256
-    hosts = list(status.hosts)
     match report.event:
         case ImportEvent.STARTED:
             if phase is ImagePhase.READY:
@@ -309,17 +307,11 @@ def observe(
             if status.phase is not ImagePhase.READY:
                 message = f"verified on host {report.host}"
             phase, reason, size, sha = ImagePhase.READY, "Imported", report.size, report.sha256
-            if report.host not in hosts and len(hosts) < MAX_HOSTS:
-                hosts = sorted([*hosts, report.host])
         case ImportEvent.FAILED:
             if phase is ImagePhase.READY:
                 return status
             phase, reason = ImagePhase.FAILED, report.reason or "ImportFailed"
             message = f"host {report.host}: {report.message}"[:1024]
-        case ImportEvent.EVICTED:
-            if report.host not in hosts:
-                return status
-            hosts = [h for h in hosts if h != report.host]
     ready = phase is ImagePhase.READY
     condition = Condition(
         type=COND_READY,
@@ -328,11 +320,8 @@ def observe(
         message=message[:4096],
         observed_generation=generation,
     )
-    before = (phase, reason, message, size, sha, hosts, status.observed_generation)
-    after = (
-        status.phase, status.reason, status.message, status.size, status.sha256, status.hosts,
-        generation,
-    )  # fmt: skip
+    before = (phase, reason, message, size, sha, status.observed_generation)
+    after = (status.phase, status.reason, status.message, status.size, status.sha256, generation)
     if before == after:
         return status
     return status.model_copy(
@@ -342,8 +331,6 @@ def observe(
             "message": message,
             "size": size,
             "sha256": sha,
-            "hosts": hosts,
-            "host_count": len(hosts),
             "observed_generation": generation,
             "conditions": set_condition(status.conditions, condition, now),
         }

@@ -69,8 +69,10 @@ class Agent:
                 cfg.domains.image_dir, cfg.host, cfg.image_cache_bytes, needed=self._boot_names
             )
             self.images = images.Images(cache, self.kube, self.events, cfg.host)
+            cache.on_change = self._report_soon
         self.reconciler.images = self.images
         self._host_labels: dict[str, str] | None = None
+        self._reports: set[asyncio.Task[None]] = set()
         self.migrations = migrations.Migrations(cfg, self.hv, self.kube, self.informer.get)
         self.lease = leases.LeaseClient(api, cfg.namespace, cfg.lease_name)
         self._orphans: dict[str, dt.datetime] = {}
@@ -92,6 +94,20 @@ class Agent:
 
     def _boot_names(self) -> set[str]:
         return images.names_in_use(self.informer.cache.values())
+
+    def _report_soon(self) -> None:
+        """What the image cache holds changed: the Host says so now, not a period later (the
+        operator lists the hosts of each VMImage from it)."""
+
+        async def report() -> None:
+            try:
+                await self.report()
+            except Exception as e:
+                log.warning("Host report failed: %s", e)
+
+        task = asyncio.get_running_loop().create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     def resync(self) -> None:
         """Look at every VM and domain again (after a libvirt reconnect, and periodically)."""

@@ -94,8 +94,8 @@ class ImageCache:
         self.pinned: set[str] = set()
         """Names the host pre-caches for its pools (never evicted)."""
         self.timeout = timeout_seconds
-        self.on_evict: Callable[[str], Awaitable[None]] | None = None
-        """Told the name of each image removed (its VMImage's status.hosts)."""
+        self.on_change: Callable[[], None] = lambda: None
+        """Called when what the cache holds changes (the Host reports it soon)."""
         self._held: dict[str, Held] = {}
         self._flights: dict[str, asyncio.Task[Held]] = {}
         self._failed: dict[str, _Failure] = {}
@@ -229,6 +229,7 @@ class ImageCache:
         self._held[name] = held
         await self.evict()
         self._gauge()
+        self.on_change()
         return held
 
     async def _fetch(self, image: VMImage, source: FileSource, final: Path) -> None:
@@ -354,11 +355,8 @@ class ImageCache:
         if folder.parent == self.root.resolve():
             await asyncio.to_thread(shutil.rmtree, folder, True)
         self._gauge()
-        if held is not None and self.on_evict is not None:
-            try:
-                await self.on_evict(name)
-            except Exception as e:  # the status catches up at the next import
-                log.warning("image %s: could not report its removal: %s", name, e)
+        if held is not None:
+            self.on_change()
 
     async def forget_missing(self, existing: set[str]) -> None:
         """Remove cached images whose VMImage is gone, unless a VM here still needs one."""

@@ -62,7 +62,6 @@ class Images:
         self.events = events
         self.host = host
         cache.report = self.report
-        cache.on_evict = self.evicted
 
     async def boot(
         self, vm: VirtualMachine, spec: domain_xml.DomainSpec, files: domain_xml.Storage
@@ -100,15 +99,10 @@ class Images:
             ImportEvent.STARTED: f"host {self.host} is fetching it",
             ImportEvent.SUCCEEDED: f"host {self.host} holds a verified copy ({report.size} bytes)",
             ImportEvent.FAILED: f"host {self.host}: {report.message}",
-            ImportEvent.EVICTED: f"host {self.host} evicted it from its image cache",
         }[report.event]
-        if self.events is not None and report.event is not ImportEvent.EVICTED:
+        if self.events is not None:
             self.events.emit(ref_of(image), kind, str(report.event), message)
         await self._record(image.metadata.name, image.metadata.uid, report)
-
-    async def evicted(self, name: str) -> None:
-        """This host no longer holds `name`: off the VMImage's status.hosts."""
-        await self._record(name, None, ImportReport(ImportEvent.EVICTED, self.host))
 
     async def _record(self, name: str, uid: str | None, report: ImportReport) -> None:
         for _ in range(5):

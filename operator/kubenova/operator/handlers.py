@@ -3,6 +3,7 @@ live here; every decision is the Controller's (and the pure modules' under it)."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -11,11 +12,14 @@ import kopf
 from kubenova.api import constants
 from kubenova.kube import client
 from kubenova.operator.controller import Controller, Settings
+from kubenova.operator.images import ImageHosts
 
 log = logging.getLogger(__name__)
 
 _settings: Settings | None = None
 _controller: Controller | None = None
+_image_hosts: ImageHosts | None = None
+_image_task: asyncio.Task[None] | None = None
 
 
 def configure(settings: Settings) -> None:
@@ -45,11 +49,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     _controller = Controller(_settings, client.api_client())
     _controller.start()
+    global _image_hosts, _image_task
+    _image_hosts = ImageHosts(client.api_client(), _controller.leading)
+    _image_task = asyncio.create_task(_image_hosts.run(), name="vmimage-hosts")
     log.info("operator %s started", _settings.identity)
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    if _image_task is not None:
+        _image_task.cancel()
     if _controller is not None:
         await _controller.stop()
 
@@ -62,6 +71,8 @@ async def vm_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(constants.GROUP, constants.VERSION, "hosts")
 async def host_event(event: kopf.RawEvent, **_: Any) -> None:
     _ctl().on_host(event["type"], event["object"])
+    if _image_hosts is not None:
+        _image_hosts.on_host(event["type"], event["object"])
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, "flavors")
@@ -72,6 +83,13 @@ async def flavor_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(constants.GROUP, constants.VERSION, "resourcepools")
 async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
     _ctl().on_pool(event["type"], event["object"])
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "vmimages")
+async def image_event(event: kopf.RawEvent, **_: Any) -> None:
+    if _image_hosts is None:
+        raise kopf.TemporaryError("the operator is starting", delay=1)
+    _image_hosts.on_image(event["type"], event["object"])
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, "vmmigrations")
