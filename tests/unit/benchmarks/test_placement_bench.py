@@ -1,0 +1,185 @@
+"""The pure parts of benchmarks/placement_bench.py: the object mix both sides get, the bodies
+it creates, and how it reads kube-apiserver's metrics, /proc and py-spy's stacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import math
+import sys
+from collections import Counter
+from types import ModuleType
+
+import pytest
+
+from kubenova.api.host import HostPhase, HostStatus
+from kubenova.api.vm import VirtualMachine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit
+
+
+def _load() -> ModuleType:
+    path = ROOT / "benchmarks" / "placement_bench.py"
+    spec = importlib.util.spec_from_file_location("placement_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+pb = _load()
+NOW = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+
+
+# -- the mix -----------------------------------------------------------------------------------
+
+
+def test_the_mix_has_exactly_sixty_thirty_ten_percent() -> None:
+    mix = pb.object_mix(10_000)
+    counts = Counter((s.vcpus, s.memory_gib) for s in mix)
+    assert counts == {(1, 2): 6000, (2, 4): 3000, (4, 8): 1000}
+
+
+def test_the_mix_of_an_uneven_count_rounds_by_largest_remainder() -> None:
+    counts = Counter(s.vcpus for s in pb.object_mix(7))  # 4.2, 2.1, 0.7
+    assert counts == {1: 4, 2: 2, 4: 1}
+    assert pb.object_mix(0) == []
+
+
+def test_both_sides_get_the_same_order_and_it_is_shuffled() -> None:
+    mix = pb.object_mix(1000)
+    assert mix == pb.object_mix(1000)
+    assert mix != sorted(mix, key=lambda s: s.vcpus)
+    assert mix != pb.object_mix(1000, seed=8)
+
+
+def test_names_sort_in_creation_order() -> None:
+    names = pb.object_names(100_000)
+    assert names == sorted(names)
+    assert len(set(names)) == 100_000
+    assert pb.host_names(3) == ["h-00000", "h-00001", "h-00002"]
+
+
+# -- the bodies --------------------------------------------------------------------------------
+
+
+def test_a_vm_body_is_a_valid_virtual_machine_in_the_pool() -> None:
+    size = pb.SIZES[1]
+    vm = VirtualMachine.model_validate(pb.vm_body("o-00001", size))
+    assert (vm.spec.flavor, vm.spec.pool) == (size.flavor, pb.POOL)
+
+
+def test_a_host_status_is_ready_with_the_same_capacity_as_a_node() -> None:
+    status = HostStatus.model_validate(pb.host_status(NOW))
+    assert status.phase is HostPhase.READY
+    assert status.capacity.cpus == pb.HOST_CPUS
+    assert status.capacity.memory.to_int() == pb.HOST_MEMORY_GIB * 2**30
+    node = pb.node_body("h-1", NOW)["status"]
+    assert node["allocatable"] == {"cpu": "64", "memory": "256Gi", "pods": "110"}
+    assert node["conditions"][0]["type"] == "Ready" and node["conditions"][0]["status"] == "True"
+
+
+def test_a_pod_requests_what_its_flavor_gives_a_vm() -> None:
+    size = pb.SIZES[2]
+    container = pb.pod_body("o-1", size)["spec"]["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": "4", "memory": "8Gi"}
+    flavor = pb.flavor_body(size)["spec"]
+    assert (flavor["vcpus"], flavor["memory"]) == (4, "8Gi")
+
+
+def test_a_lease_renewal_carries_the_last_resource_version_and_a_micro_time() -> None:
+    body = pb.lease_body("kubenova-host-h-1", "kubenova-system", "h-1", NOW, "42")
+    assert body["metadata"]["resourceVersion"] == "42"
+    assert body["spec"]["renewTime"] == "2026-12-01T12:00:00.123456Z"
+    assert "resourceVersion" not in pb.lease_body("x", "ns", "h", NOW)["metadata"]
+
+
+def test_the_scheduler_config_lifts_the_client_limits() -> None:
+    config = pb.scheduler_config(ROOT / "k.conf", 5000, 5000)
+    assert config["clientConnection"]["qps"] == 5000
+    assert config["clientConnection"]["burst"] == 5000
+    assert config["leaderElection"] == {"leaderElect": False}
+
+
+# -- reading the API server's metrics ----------------------------------------------------------
+
+# Real lines from kube-apiserver v1.34 (long: the format is one sample a line).
+METRICS = """\
+# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"} 900
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"} 100
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="kubenova.io",resource="virtualmachines",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 1e+04
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 5000
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="WATCH",version="v1"} 3
+apiserver_request_duration_seconds_count{resource="pods",verb="POST"} 77
+"""  # noqa: E501
+
+
+def test_request_totals_are_summed_over_codes_by_verb_resource_and_subresource() -> None:
+    totals = pb.request_totals(METRICS)
+    assert totals[pb.Request("POST", "pods", "binding")] == 1000
+    assert totals[pb.Request("PATCH", "virtualmachines", "status")] == 10_000
+    assert totals[pb.Request("WATCH", "pods")] == 3
+    assert len(totals) == 4  # the duration histogram is not a request count
+
+
+def test_writes_between_snapshots_leave_out_reads_and_the_lease_load() -> None:
+    before = pb.request_totals(METRICS)
+    after = before.copy()
+    after[pb.Request("POST", "pods", "binding")] += 50
+    after[pb.Request("PUT", "leases")] += 999
+    after[pb.Request("WATCH", "pods")] += 7
+    after[pb.Request("POST", "events")] += 5  # a resource first seen after the start
+    writes = pb.writes_between(before, after)
+    assert writes == {pb.Request("POST", "pods", "binding"): 50, pb.Request("POST", "events"): 5}
+    assert str(pb.Request("POST", "pods", "binding")) == "POST pods/binding"
+
+
+# -- reading /proc -----------------------------------------------------------------------------
+
+
+def test_cpu_seconds_are_utime_plus_stime_even_with_parens_in_the_command() -> None:
+    fields = ["S", *["0"] * 10, "250", "150", *["0"] * 30]
+    stat = "1234 (python3 (bench) x) " + " ".join(fields)
+    assert pb.stat_cpu_seconds(stat, 100) == 4.0
+
+
+def test_peak_rss_is_read_from_vmhwm() -> None:
+    status = "Name:\tpython3\nVmPeak:\t 900 kB\nVmHWM:\t  524288 kB\nVmRSS:\t 1000 kB\n"
+    assert pb.status_kib(status, "VmHWM") == 524288
+    assert pb.status_kib(status, "VmSwap") == 0
+
+
+def test_machine_busy_ticks_count_everything_but_idle_and_iowait() -> None:
+    text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+    assert pb.machine_busy_ticks(text) == (160, 980)
+
+
+# -- the profile summary and the table ---------------------------------------------------------
+
+
+def test_top_frames_rank_by_own_samples_and_count_a_recursive_frame_once() -> None:
+    collapsed = "main;loop;pop 60\nmain;loop;bind;dumps 30\nmain;f;f 10\nnot a stack line\n"
+    top = pb.top_frames(collapsed, 3)
+    assert top[0] == ("pop", 0.6, 0.6)
+    assert top[1] == ("dumps", 0.3, 0.3)
+    assert top[2][0] == "f" and math.isclose(top[2][2], 0.1)
+    assert pb.top_frames("") == []
+
+
+def test_the_table_has_a_column_per_side_and_a_dash_for_what_was_not_measured() -> None:
+    a = pb.SideResult("kube-scheduler", 1000, 10_000, bound=10_000, all_bound_s=20.0)
+    a.apiserver_cpu_s, a.apiserver_background_cpu_per_s = 30.0, 0.5
+    a.writes = Counter({pb.Request("POST", "pods", "binding"): 10_000})
+    b = pb.SideResult("kubenova", 1000, 10_000, bound=5000, all_bound_s=100.0)
+    table = pb.render_table([a, b])
+    lines = table.splitlines()
+    assert lines[0] == "| 1,000 hosts, 10,000 objects | kube-scheduler | kubenova |"
+    assert "| binds/s | 500 | 50 |" in lines
+    assert "| kube-apiserver CPU per bind | 3.00 ms | – |" in lines
+    assert "|   net of the background | 20.0 s | – |" in lines
+    assert "| API writes per bound object | 1.00 | 0.00 |" in lines
+    assert "| objects bound | 10,000 of 10,000 | 5,000 of 10,000 |" in lines
