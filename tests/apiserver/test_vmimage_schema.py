@@ -57,7 +57,7 @@ def test_bad_sources_are_refused_with_their_message(
 def test_the_spec_is_immutable_and_kubectl_get_prints_the_status(
     test_cluster: LocalCluster, name: str
 ) -> None:
-    spec = {"url": "https://images.example/deb.qcow2", "sha256": SHA}
+    spec: dict[str, object] = {"url": "https://images.example/deb.qcow2", "sha256": SHA}
     assert _apply(test_cluster, name, spec) == (0, "")
     code, err = _apply(test_cluster, name, {**spec, "url": "https://elsewhere.example/x.qcow2"})
     assert code != 0 and "spec: Invalid value" in err and "is immutable" in err, err
