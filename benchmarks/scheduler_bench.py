@@ -15,6 +15,7 @@ state. Not a pytest test: it prints figures, it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import random
@@ -88,8 +89,20 @@ POOLS = [
 ]
 
 
-def make_hosts(n: int, rng: random.Random, now: float) -> list[model.HostInfo]:
+IMAGE_SIZES = [200 + 400 * k for k in range(20)]
+"""MiB of the catalog's images for --images (200 MiB to 7.8 GiB); image k is 1/(k+1) as
+popular as image 0, on hosts and in VMs alike."""
+
+
+def _images(count: int) -> tuple[list[str], list[float]]:
+    return [f"image-{k:02d}" for k in range(count)], [1 / (k + 1) for k in range(count)]
+
+
+def make_hosts(n: int, rng: random.Random, now: float, images: int = 0) -> list[model.HostInfo]:
     hosts = []
+    # A stream of its own, so the cluster's shape does not depend on --images.
+    irng = random.Random(rng.random()) if images else None
+    names, popularity = _images(images)
     for i in range(n):
         r = rng.random()
         shape = SHAPES[0] if r < 0.70 else SHAPES[1] if r < 0.90 else SHAPES[2]
@@ -115,13 +128,21 @@ def make_hosts(n: int, rng: random.Random, now: float) -> list[model.HostInfo]:
                 unschedulable=rng.random() < 0.01,
                 taints=taints,
                 heartbeat_at=now,
+                images={
+                    name: IMAGE_SIZES[int(name[-2:])]
+                    for name in irng.choices(names, popularity, k=irng.randrange(0, 5))
+                }
+                if irng is not None
+                else {},
             )
         )
     return hosts
 
 
-def make_vms(n: int, rng: random.Random, prefix: str) -> list[model.VMRequest]:
+def make_vms(n: int, rng: random.Random, prefix: str, images: int = 0) -> list[model.VMRequest]:
     pools, flavors, weights = zip(*MIX, strict=True)
+    irng = random.Random(rng.random()) if images else None
+    names, popularity = _images(images)
     vms = []
     for i in range(n):
         k = rng.choices(range(len(MIX)), weights=weights)[0]
@@ -149,14 +170,17 @@ def make_vms(n: int, rng: random.Random, prefix: str) -> list[model.VMRequest]:
                 node_selector=selector,
                 groups=groups,
                 anti_affinity=anti,
+                image=irng.choices(names, popularity)[0] if irng is not None else None,
             )
         )
     return vms
 
 
-def build(hosts: Sequence[model.HostInfo]) -> cache_mod.CapacityCache:
+def build(hosts: Sequence[model.HostInfo], locality: bool = True) -> cache_mod.CapacityCache:
     c = cache_mod.CapacityCache()
     for p in POOLS:
+        if not locality:
+            p = dataclasses.replace(p, weights=dataclasses.replace(p.weights, image=0))
         c.upsert_pool(p)
     for h in hosts:
         c.upsert_host(h)
@@ -217,20 +241,22 @@ def ms(x: float) -> str:
     return f"{x * 1000:.3f} ms"
 
 
-def run(n_hosts: int, vms_per_host: int, samples: int, seed: int) -> dict[str, float]:
+def run(
+    n_hosts: int, vms_per_host: int, samples: int, seed: int, images: int = 0, locality: bool = True
+) -> dict[str, float]:
     rng = random.Random(seed)
     now = 1_000_000.0
-    hosts = make_hosts(n_hosts, rng, now)
+    hosts = make_hosts(n_hosts, rng, now, images)
     print(f"\n== {n_hosts:,} hosts, {n_hosts * vms_per_host:,} VMs ==")
 
     t0 = time.perf_counter()
-    c = build(hosts)
+    c = build(hosts, locality)
     build_s = time.perf_counter() - t0
     gc.collect()
     tracemalloc.start()
-    traced_hosts = make_hosts(n_hosts, random.Random(seed), now)
+    traced_hosts = make_hosts(n_hosts, random.Random(seed), now, images)
     records = tracemalloc.get_traced_memory()[0]
-    traced_cache = build(traced_hosts)
+    traced_cache = build(traced_hosts, locality)
     structures = tracemalloc.get_traced_memory()[0] - records
     tracemalloc.stop()
     del traced_cache, traced_hosts
@@ -251,11 +277,12 @@ def run(n_hosts: int, vms_per_host: int, samples: int, seed: int) -> dict[str, f
         f"{short} short"
     )
 
-    vms = make_vms(n_hosts * vms_per_host, rng, "vm-")
+    vms = make_vms(n_hosts * vms_per_host, rng, "vm-", images)
     lat: list[float] = []
     refused = 0
     claimed = 0
     examined = 0
+    on_holder = 0
     t_all = time.perf_counter()
     for vm in vms:
         t0 = time.perf_counter()
@@ -265,6 +292,7 @@ def run(n_hosts: int, vms_per_host: int, samples: int, seed: int) -> dict[str, f
             c.confirm(vm.key)  # the informer sees the bind
             claimed += r.reservation is not None
             examined += r.examined
+            on_holder += vm.image is not None and vm.image in c.hosts[r.host].info.images
         else:
             refused += 1
     fill_s = time.perf_counter() - t_all
@@ -275,7 +303,12 @@ def run(n_hosts: int, vms_per_host: int, samples: int, seed: int) -> dict[str, f
         f"{refused:,} unschedulable, {claimed} reservation claims, "
         f"{examined / max(n - refused, 1):.1f} hosts examined per decision"
     )
-    probe = make_vms(2000, random.Random(seed + 2), "probe-")
+    if images:
+        print(
+            f"image locality: {100 * on_holder / max(n - refused, 1):.1f}% of VMs placed on a "
+            "host already holding their image"
+        )
+    probe = make_vms(2000, random.Random(seed + 2), "probe-", images)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -300,7 +333,7 @@ def run(n_hosts: int, vms_per_host: int, samples: int, seed: int) -> dict[str, f
         f"medium still fits {st.available['medium']:,} times"
     )
 
-    sample = make_vms(samples, random.Random(seed + 1), "sample-")
+    sample = make_vms(samples, random.Random(seed + 1), "sample-", images)
     ilat, iplaced = time_sample(s, sample, indexed_decide)
     blat, bplaced = time_sample(s, sample, baseline_decide)
     ithr = len(ilat) / sum(ilat)
@@ -339,7 +372,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="disable the cyclic garbage collector while timing, to see its share of the tail",
     )
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="hosts hold 0-4 of this many images (at most 20) and every VM boots one",
+    )
+    ap.add_argument(
+        "--no-image-locality",
+        action="store_true",
+        help="image-locality weight 0 in every pool (the score is then never computed)",
+    )
     args = ap.parse_args(argv)
+    if not 0 <= args.images <= len(IMAGE_SIZES):
+        ap.error(f"--images must be 0 to {len(IMAGE_SIZES)}")
     sizes = [int(x) for x in args.hosts.split(",")]
     if args.quick:
         sizes, args.vms_per_host, args.baseline_samples = [500], 5, 50
@@ -350,7 +396,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.gc_off:
         gc.disable()
         print("cyclic garbage collector disabled while timing (--gc-off)")
-    rows = [run(n, args.vms_per_host, args.baseline_samples, args.seed) for n in sizes]
+    locality = not args.no_image_locality
+    print(f"images: {args.images or 'none'}; image locality {'on' if locality else 'off'}")
+    rows = [
+        run(n, args.vms_per_host, args.baseline_samples, args.seed, args.images, locality)
+        for n in sizes
+    ]
     print("\nhow the cost grows")
     print(
         f"{'hosts':>8} {'build s':>8} {'MiB':>7} {'fill/s':>9} {'p50 ms':>8} {'p99 ms':>8} "

@@ -52,7 +52,7 @@ def host(h: Host, heartbeat_at: float) -> model.HostInfo:
         ),
         ready=h.status.phase is api_host.HostPhase.READY,
         heartbeat_at=heartbeat_at,
-        images={i.name: -(-i.size // MIB) for i in h.status.images},
+        images={i.name: -(-i.size // MIB) for i in h.status.images} or model.NO_IMAGES,
     )
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 Clock = Callable[[], float]
 """Monotonic-ish seconds; the operator passes `time.monotonic` or a fake in tests."""
 
 DEFAULT_POOL = "general"
+NO_IMAGES: Mapping[str, int] = MappingProxyType({})
+"""One shared empty image map: most hosts' caches are empty or unreported (64 B a host)."""
 
 
 class SelectorOp(enum.Enum):
@@ -96,7 +99,7 @@ class HostInfo:
     ready: bool = True
     heartbeat_at: float = 0.0
     """Clock time of the last heartbeat the operator saw (Lease renewal)."""
-    images: Mapping[str, int] = field(default_factory=dict)
+    images: Mapping[str, int] = field(default_factory=lambda: NO_IMAGES)
     """Images the host's image cache holds: name → size in MiB (rounded up)."""
 
 
