@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine
-from kubenova.api.host import HostPhase
+from kubenova.api.host import HostImage, HostPhase
 from kubenova.operator.world import HostLease, World
 
 pytestmark = pytest.mark.unit
@@ -264,3 +264,17 @@ def test_reservation_slots_leave_a_host_whose_lease_expired() -> None:
     assert w.expire_leases(later) == [lost]
     (moved,) = [a for a in w.cache.allocations.values() if a.slot]
     assert moved.host == alive
+
+
+def test_an_image_arriving_in_a_host_cache_reaches_the_scores_but_wakes_no_parked_vm() -> None:
+    w = _world(_host("h1"))
+    w.upsert_pool(_pool())
+    for i in range(50):
+        w.upsert_vm(_pending(f"vm-{i}", {"zone": "nowhere"}))
+    _park(w)
+    host = _host("h1").model_copy(deep=True)
+    host.status.images = [HostImage(name="debian-12", size=3 * 2**30)]
+    w.upsert_host(host, NOW)
+    assert w.queue.counts()["unschedulable"] == 50, "an image cannot make a VM fit"
+    assert w.cache.hosts["h1"].info.images == {"debian-12": 3072}
+    assert w.cache.image_hosts == {"debian-12": 1}
