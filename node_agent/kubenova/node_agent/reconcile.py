@@ -24,7 +24,7 @@ from kubenova.node_agent import credentials, decide, domain_xml, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.decide import Action
 from kubenova.node_agent.hypervisor import Domain, Hypervisor
-from kubenova.node_agent.images import Images
+from kubenova.node_agent.images import ImagePending, Images
 from kubenova.node_agent.kubeapi import KubeAPI, RawObject
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ class Reconciler:
         with logs.trace(vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)):
             try:
                 return await self._pass(vm, key, deleting)
+            except ImagePending as e:  # the domain is defined once the image is here
+                log.info("VM %s: %s", key, e, extra={"vm": key})
+                return Outcome(requeue_after=e.retry)
             except Exception as e:
                 if client.is_conflict(e):
                     raise  # a newer VM is on its way through the watch

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubenova.api import constants
+from kubenova.api.flavor import Flavor
 from kubenova.api.quantity import Quantity
 from kubenova.api.quota import QuotaAmounts
 from kubenova.webhooks import quota_math
@@ -168,3 +169,39 @@ class TestRecountedUsage:
         late = 1000.0 + quota_math.CHARGE_SETTLE_SECONDS
         assert quota_math.recounted_usage(counted, used, 1000.0, late) == counted
         assert quota_math.recounted_usage(counted, used, None, 1000.0) == counted
+
+
+def _stored(name: str, uid: str, rv: str, vcpus: int, memory: str = "4Gi") -> Flavor:
+    """A flavor as the API server returns it (uid and resourceVersion set)."""
+    flavor = make_flavor(name, vcpus=vcpus, memory=memory)
+    flavor.metadata.uid, flavor.metadata.resource_version = uid, rv
+    return flavor
+
+
+class TestPrice:
+    @given(charges())
+    def test_a_price_is_what_the_separate_functions_compute(self, charge: QuotaAmounts) -> None:
+        name = next(iter(charge.flavors))
+        flavor = make_flavor(name, vcpus=charge.vcpus or 1, memory=str(charge.memory))
+        p = quota_math.price(flavor)
+        assert p.resources == quota_math.resources_of(flavor)
+        assert p.charge == quota_math.charge_of(flavor)
+        assert p.charge_text == quota_math.format_charge(quota_math.charge_of(flavor))
+        assert p.error is None
+
+    def test_a_new_version_of_a_flavor_gets_a_new_price(self) -> None:
+        before = quota_math.price(_stored("p-resized", "u-1", "10", vcpus=2))
+        after = quota_math.price(_stored("p-resized", "u-1", "11", vcpus=8))
+        assert (before.charge.vcpus, after.charge.vcpus) == (2, 8)
+        recreated = quota_math.price(_stored("p-resized", "u-2", "10", vcpus=4))
+        assert recreated.charge.vcpus == 4, "a flavor deleted and created again is another uid"
+
+    def test_flavors_not_from_the_api_server_are_priced_afresh(self) -> None:
+        assert quota_math.price(make_flavor("p-unstored", vcpus=2)).charge.vcpus == 2
+        assert quota_math.price(make_flavor("p-unstored", vcpus=6)).charge.vcpus == 6
+
+    def test_an_out_of_bounds_flavor_is_priced_with_the_reason(self) -> None:
+        p = quota_math.price(_stored("p-huge", "u-3", "1", vcpus=2, memory="65Ti"))
+        assert p.error is not None and "spec.memory" in p.error
+        with pytest.raises(quota_math.ChargeError, match=r"spec\.memory"):
+            quota_math.charge_of(_stored("p-huge", "u-3", "1", vcpus=2, memory="65Ti"))

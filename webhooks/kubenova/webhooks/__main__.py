@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         ssl_context=server.tls(args.cert, args.key, args.client_ca),
         shutdown_timeout=args.shutdown_timeout,
+        keepalive_timeout=server.KEEPALIVE_SECONDS,
         print=None,
         access_log=None,
         loop=asyncio.new_event_loop(),

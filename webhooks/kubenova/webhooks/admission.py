@@ -137,11 +137,12 @@ class Admission:
         assert flavor is not None, "vm_create reports a missing flavor"
         # The charge is what the flavor costs, never what the object says it costs: the marks
         # the mutating webhook wrote must agree with it (they are what the release subtracts).
-        try:
-            charge = quota_math.charge_of(flavor)
-        except quota_math.ChargeError as e:
-            return self._invalid(req, [rules.Problem("spec.flavor", f"{e}; ask an admin")])
-        problems = rules.quota_marks(vm, charge, quota_math.resources_of(flavor))
+        price = quota_math.price(flavor)
+        if price.error is not None:
+            problem = rules.Problem("spec.flavor", f"{price.error}; ask an admin")
+            return self._invalid(req, [problem])
+        charge = price.charge
+        problems = rules.quota_marks(vm, charge, price.resources, price.charge_text)
         if problems:
             return self._invalid(req, problems)
         limited = self._rate(req, ratelimit.Operation.CREATE)

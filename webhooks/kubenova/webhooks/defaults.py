@@ -34,6 +34,8 @@ class VMDefaults:
     pool: str | None
     run_strategy: RunStrategy
     charge: QuotaAmounts | None
+    charge_text: str | None = None
+    """`charge` as the annotation records it (computed from `charge` when not given)."""
 
 
 def vm_defaults(
@@ -41,10 +43,15 @@ def vm_defaults(
 ) -> VMDefaults:
     """What a new VM is given. Resources always come from the flavor (the flavor is the
     authority on size; a size the user wrote is replaced)."""
-    resources = quota_math.resources_of(flavor) if flavor is not None else None
     pool = vm.spec.pool or pick_pool(vm.metadata.namespace or "", pools)
-    charge = quota_math.charge_for(vm.spec.flavor, resources) if resources is not None else None
-    return VMDefaults(resources, pool, vm.spec.run_strategy or RunStrategy.ALWAYS, charge)
+    strategy = vm.spec.run_strategy or RunStrategy.ALWAYS
+    if flavor is None:
+        return VMDefaults(None, pool, strategy, None)
+    p = quota_math.price(flavor)
+    if flavor.metadata.name != vm.spec.flavor:  # a flavor passed under another name
+        charge = quota_math.charge_for(vm.spec.flavor, p.resources)
+        return VMDefaults(p.resources, pool, strategy, charge)
+    return VMDefaults(p.resources, pool, strategy, p.charge, p.charge_text)
 
 
 def apply_vm_defaults(raw: dict[str, Any], d: VMDefaults, trace_id: str) -> dict[str, Any]:
@@ -62,7 +69,9 @@ def apply_vm_defaults(raw: dict[str, Any], d: VMDefaults, trace_id: str) -> dict
     annotations = dict(meta.get("annotations") or {})
     annotations.setdefault(constants.ANNOTATION_TRACE_ID, trace_id)
     if d.charge is not None:
-        annotations[constants.ANNOTATION_QUOTA_CHARGED] = quota_math.format_charge(d.charge)
+        annotations[constants.ANNOTATION_QUOTA_CHARGED] = d.charge_text or quota_math.format_charge(
+            d.charge
+        )
     else:
         annotations.pop(constants.ANNOTATION_QUOTA_CHARGED, None)
     meta["annotations"] = annotations

@@ -99,6 +99,10 @@ class QuotaLedger:
         self._locks: dict[str, asyncio.Lock] = {}
         self._last: dict[str, dict[str, Any]] = {}
         """The quota as we last wrote or read it; a guess, checked by the CAS."""
+        self._view: dict[str, tuple[dict[str, Any], str, QuotaAmounts, QuotaAmounts]] = {}
+        """Per namespace, the quota this ledger last wrote with its name, `spec.hard` and
+        `status.used` as they went into the write, so the next batch built on that answer does
+        not parse it again (the identity of the object says the view is of it)."""
         self._pending: dict[str, list[Waiter]] = {}
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +117,7 @@ class QuotaLedger:
 
     def forget(self, namespace: str) -> None:
         self._last.pop(namespace, None)
+        self._view.pop(namespace, None)
 
     async def _read(self, namespace: str) -> dict[str, Any] | None:
         return oldest(await self.store.quotas(namespace))
@@ -188,10 +193,14 @@ class QuotaLedger:
         for _ in range(MAX_ATTEMPTS):
             if raw is None:
                 return [ChargeResult(True, conflicts=conflicts) for _ in requests]
-            quota = VMQuota.parse(raw)
-            name = quota.metadata.name
-            used = await self._used(raw)
-            decisions, total = quota_math.decide_batch(quota.spec.hard, used, requests)
+            view = self._view.get(namespace)
+            if view is not None and view[0] is raw:
+                _, name, hard, used = view
+            else:
+                quota = VMQuota.parse(raw)
+                name, hard = quota.metadata.name, quota.spec.hard
+                used = await self._used(raw)
+            decisions, total = quota_math.decide_batch(hard, used, requests)
             if not fresh and any(decisions):
                 # A denial must rest on the quota as it is now, not on our last view of it.
                 raw, fresh = await self._read(namespace), True
@@ -203,6 +212,9 @@ class QuotaLedger:
                     conflicts += 1
                     raw, fresh = await self._read(namespace), True
                     continue
+                # The answer to our own compare-and-swap: `total` is its usage, and a status
+                # write leaves `spec.hard` as it was (a changed spec would have conflicted).
+                self._view[namespace] = (raw, name, hard, total)
             self._last[namespace] = raw
             return [ChargeResult(not over, name, over, conflicts=conflicts) for over in decisions]
         self.forget(namespace)

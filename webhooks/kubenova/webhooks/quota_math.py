@@ -68,6 +68,48 @@ def charge_of(flavor: Flavor) -> QuotaAmounts:
     return charge
 
 
+@dataclass(frozen=True)
+class Price:
+    """What a VM of one flavor gets and costs, computed once per version of the flavor.
+    Shared between reviews: never modify its models."""
+
+    resources: VMResources
+    charge: QuotaAmounts
+    charge_text: str
+    """`format_charge(charge)`: the quota annotation's value."""
+    error: str | None
+    """Why `charge_of` refuses the flavor (out of bounds), or None."""
+
+
+_PRICES: dict[tuple[str, str, str], Price] = {}
+_PRICES_KEPT = 1024
+
+
+def price(flavor: Flavor) -> Price:
+    """The flavor's `resources_of`, `charge_for` and `charge_of` verdict at once. Each review
+    of a VM needs them, and the Quantity arithmetic behind them was a good part of a review's
+    CPU, so they are kept per flavor version (uid and resourceVersion, as the API server
+    stores it); a flavor without both is priced afresh every time."""
+    meta = flavor.metadata
+    key = (meta.name, meta.uid or "", meta.resource_version or "")
+    found = _PRICES.get(key) if meta.uid and meta.resource_version else None
+    if found is not None:
+        return found
+    resources = resources_of(flavor)
+    charge = charge_for(meta.name, resources)
+    try:
+        charge_of(flavor)
+        error = None
+    except ChargeError as e:
+        error = str(e)
+    out = Price(resources, charge, format_charge(charge), error)
+    if meta.uid and meta.resource_version:
+        if len(_PRICES) >= _PRICES_KEPT:
+            _PRICES.clear()  # old versions of flavors: cheaper to recompute than to track
+        _PRICES[key] = out
+    return out
+
+
 def _q(q: Quantity | None) -> Quantity:
     return _ZERO if q is None else q
 

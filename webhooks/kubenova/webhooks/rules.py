@@ -144,11 +144,15 @@ def host_inputs(
     return problems
 
 
-def quota_marks(vm: VirtualMachine, charge: QuotaAmounts, size: VMResources) -> list[Problem]:
+def quota_marks(
+    vm: VirtualMachine, charge: QuotaAmounts, size: VMResources, charge_text: str | None = None
+) -> list[Problem]:
     """The charge annotation and spec.resources the mutating webhook wrote from the flavor,
     unchanged: a VM never brings its own price or size. They differ only when the review did
-    not come through the mutating webhook, or the flavor changed in between."""
+    not come through the mutating webhook, or the flavor changed in between. `charge_text`
+    is `format_charge(charge)` when the caller has it already."""
     problems: list[Problem] = []
+    expected = charge_text or quota_math.format_charge(charge)
     key = constants.ANNOTATION_QUOTA_CHARGED
     recorded = vm.metadata.annotations.get(key)
     if recorded is None:
@@ -159,12 +163,12 @@ def quota_marks(vm: VirtualMachine, charge: QuotaAmounts, size: VMResources) -> 
                 "(the flavor may have appeared meanwhile); create the VM again",
             )
         )
-    elif recorded != quota_math.format_charge(charge):
+    elif recorded != expected:
         problems.append(
             Problem(
                 f"metadata.annotations[{key}]",
                 f"is set by kubenova from flavor {vm.spec.flavor!r} (to "
-                f"{quota_math.format_charge(charge)}), never by the VM; remove it and create "
+                f"{expected}), never by the VM; remove it and create "
                 "the VM again",
             )
         )

@@ -35,6 +35,12 @@ ADMISSION_KEY = web.AppKey("admission", admission.Admission)
 MAX_REVIEW_BYTES = sizes.review_limit([VirtualMachine])
 """The largest review the API server can send for an object kubenova admits (about 2.5 MiB)."""
 
+KEEPALIVE_SECONDS = 120.0
+"""How long an idle connection stays open. The API server's client keeps idle connections for
+90 s (Go's IdleConnTimeout); closing them sooner (aiohttp's default is 75 s) races with a
+review sent on a connection the server is just closing, which fails that create closed, and
+makes the next review pay a new TLS handshake."""
+
 
 @dataclass(frozen=True)
 class ClientAuth:

@@ -143,6 +143,7 @@ class HTTPStore:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
                 timeout=aiohttp.ClientTimeout(total=10),
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
             )
         return self._session
 
