@@ -133,7 +133,7 @@ def make_hosts(n: int, rng: random.Random, now: float, images: int = 0) -> list[
                     for name in irng.choices(names, popularity, k=irng.randrange(0, 5))
                 }
                 if irng is not None
-                else {},
+                else model.NO_IMAGES,
             )
         )
     return hosts
