@@ -218,12 +218,20 @@ def test_an_agent_killed_mid_download_never_uses_the_partial_file_and_finishes_i
     name = env.image(url=url, sha256=sha)
     stall = Stall(after=len(data) // 2)
     image_server.stalls["/big.qcow2"] = stall
-    first = env.agent(test_host)
+    # One worker: the stalled download must not hold it (the VM is looked at again later).
+    first = env.agent(test_host, KUBENOVA_WORKERS="1")
     env.vm("web-1", {"image": name})
     assert stall.reached.wait(60), "the agent never started the download"
     part = env.store / "cache" / name / "disk.part"
     wait_for("half the image on disk", lambda: part.exists() and part.stat().st_size == stall.after)
     assert _image_status(env.cluster, name)["phase"] == "Importing"
+    # A name no VMImage has is still a file an admin put in the image store.
+    qcow2(env.store / "local.qcow2")
+    env.vm("local-1", {"image": "local.qcow2"})
+    wait_for(
+        "local-1 Running meanwhile", lambda: phase(env.cluster, env.ns, "local-1") == "Running"
+    )
+    assert not (env.store / "cache" / "local.qcow2").exists()
     first.kill()
 
     folder = env.store / "cache" / name

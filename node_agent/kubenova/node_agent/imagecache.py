@@ -138,10 +138,11 @@ class ImageCache:
 
     # -- fetching ------------------------------------------------------------------------
 
-    async def ensure(self, image: VMImage) -> dict[str, str]:
+    async def ensure(self, image: VMImage, wait: float | None = None) -> dict[str, str]:
         """The paths of `image`'s verified files, fetching them first if the cache lacks them
         (one fetch per image, however many callers wait). `ImageError` when it cannot be had;
-        a failure is remembered and not retried before its back-off ends."""
+        a failure is remembered and not retried before its back-off ends. `wait`: give up
+        waiting after this many seconds (TimeoutError); the fetch goes on."""
         name = image.metadata.name
         held = self.holds(image)
         if held is not None:
@@ -154,9 +155,14 @@ class ImageCache:
         if flight is None:
             flight = asyncio.create_task(self._import(image), name=f"image-{name}")
             self._flights[name] = flight
-            flight.add_done_callback(lambda _t: self._flights.pop(name, None))
-        held = await asyncio.shield(flight)
+            flight.add_done_callback(lambda t: self._landed(name, t))
+        held = await asyncio.wait_for(asyncio.shield(flight), wait)
         return held.files
+
+    def _landed(self, name: str, flight: asyncio.Task[Held]) -> None:
+        self._flights.pop(name, None)
+        if not flight.cancelled():
+            flight.exception()  # retrieved: a failure nobody awaited is in _failed already
 
     def prefetch(self, image: VMImage) -> None:
         """Fetch `image` in the background (pre-caching); failures are reported, not raised."""

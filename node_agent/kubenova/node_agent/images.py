@@ -26,8 +26,22 @@ from kubenova.node_agent.kubeapi import KubeAPI, RawObject
 log = logging.getLogger(__name__)
 
 
+WAIT_INLINE_SECONDS = 2.0
+"""How long a reconcile waits for an image to arrive before it lets the worker go (and looks
+again later): a large download must not hold every worker of the host."""
+PENDING_RETRY_SECONDS = 2.0
+
+
 class BootImageError(RuntimeError):
     """A VM's boot source names a VMImage this host cannot use; the message names the field."""
+
+
+class ImagePending(Exception):  # noqa: N818 - a state, not an error
+    """The VMImage is still arriving on this host: look at the VM again after `retry` s."""
+
+    def __init__(self, name: str, retry: float = PENDING_RETRY_SECONDS) -> None:
+        super().__init__(f"VMImage {name} is still being fetched to this host")
+        self.retry = retry
 
 
 def boot_name(vm: VirtualMachine) -> tuple[str, str] | None:
@@ -85,7 +99,9 @@ class Images:
             other = "spec.boot.kernel.name" if image.spec.is_kernel else "spec.boot.image"
             raise BootImageError(f"{field} {name!r}: VMImage {name} is {what}; name it in {other}")
         try:
-            paths = await self.cache.ensure(image)
+            paths = await self.cache.ensure(image, wait=WAIT_INLINE_SECONDS)
+        except TimeoutError:
+            raise ImagePending(name) from None
         except ImageError as e:
             raise BootImageError(
                 f"{field} {name!r}: VMImage {name} cannot be used on host {self.host}: {e}"
