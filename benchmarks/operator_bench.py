@@ -237,26 +237,33 @@ def bench_events(n: int, hosts: int, events: int) -> None:
     bodies = _fill(ctl, n, hosts)
     rv = 10 * n
     # An agent's status write to a bound VM (a new IP): a real change, the record updates.
-    started = time.perf_counter()
+    changed = []
     for k in range(events):
         body = copy.deepcopy(bodies[k % n])
         rv += 1
         body["metadata"]["resourceVersion"] = str(rv)
         body["status"]["ip"] = f"192.168.{k >> 8 & 255}.{k & 255}"
+        changed.append(body)
+    started = time.perf_counter()
+    for body in changed:
         ctl.on_vm("MODIFIED", body)
     took = time.perf_counter() - started
+    del changed
     print(f"events   bound VM status writes: {events / took:,.0f} events/s at {n} VMs")
     # The operator's own status write to a pending VM, seen again: nothing the scheduler reads.
     pending = [vm_body(n + i, None, rv + i) for i in range(1000)]
     for body in pending:
         ctl.on_vm("ADDED", body)
     rv += 1000
-    started = time.perf_counter()
+    echoes = []
     for k in range(events):
         body = copy.deepcopy(pending[k % len(pending)])
         rv += 1
         body["metadata"]["resourceVersion"] = str(rv)
         body["status"]["reason"] = f"0/1000 hosts: {k} insufficient memory"
+        echoes.append(body)
+    started = time.perf_counter()
+    for body in echoes:
         ctl.on_vm("MODIFIED", body)
     took = time.perf_counter() - started
     print(f"events   pending VM status echoes: {events / took:,.0f} events/s at {n} VMs")
@@ -293,13 +300,13 @@ def bench_migrations(done: int) -> None:
                 },
             },
         )
-    held = len(ctl.migrations.migrations)
+    walked = len(ctl.migrations.migrations)
     started = time.perf_counter()
     asyncio.run(ctl.migrations.sync())
     took = time.perf_counter() - started
     print(
-        f"migrations {done} finished VMMigrations arrived, {held} held: "
-        f"one sync pass {took * 1e3:.1f} ms"
+        f"migrations {done} finished VMMigrations arrived, {walked} walked by each pass: "
+        f"one sync pass {took * 1e3:.1f} ms (asyncio.run included)"
     )
 
 

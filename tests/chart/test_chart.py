@@ -340,6 +340,7 @@ def test_each_component_may_do_only_what_it_needs(
         ("operator", "create", "leases.coordination.k8s.io", "", namespace, True),
         ("operator", "create", "leases.coordination.k8s.io", "", "default", False),
         ("operator", "delete", "virtualmachines.kubenova.io", "", "", False),
+        ("operator", "delete", "vmmigrations.kubenova.io", "", "", True),  # finished ones
         ("operator", "patch", "hosts.kubenova.io", "", "", False),
         ("operator", "get", "secrets", "", namespace, False),
         ("operator", "list", "vmquotas.kubenova.io", "", "", True),
@@ -369,6 +370,8 @@ def test_each_component_may_do_only_what_it_needs(
         ("tenant", "create", "vmimages.kubenova.io", "", "", False),
         ("tenant", "patch", "vmimages.kubenova.io", "status", "", False),
         ("operator", "patch", "vmimages.kubenova.io", "", "", False),
+        ("operator", "watch", "vmimages.kubenova.io", "", "", True),
+        ("operator", "patch", "vmimages.kubenova.io", "status", "", True),
         ("tenant", "create", "virtualmachines.kubenova.io", "", namespace, True),
         ("tenant", "delete", "vmmigrations.kubenova.io", "", namespace, True),
         ("tenant", "get", "vmquotas.kubenova.io", "", namespace, True),

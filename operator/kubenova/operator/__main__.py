@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         default=30.0,
         help="seconds a placement waits for the watch to confirm it before the API is asked",
     )
+    p.add_argument(
+        "--migration-retention",
+        type=float,
+        default=3600.0,
+        help="seconds a finished VMMigration is kept before the leader deletes it",
+    )
     args = p.parse_args(argv)
 
     logs.setup("operator")
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             host_failure_grace=args.host_failure_grace,
             rebalance_period=args.rebalance_period,
             assumption_ttl=args.assumption_ttl,
+            migration_retention=args.migration_retention,
         )
     )
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))

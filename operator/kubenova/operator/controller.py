@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,7 +57,10 @@ R = TypeVar("R", bound=Resource)
 
 HOST_LEASE_PREFIX = "kubenova-host-"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 ACTOR = "operator"
+LIST_PAGE = 500
+"""Objects per page of the leader's initial lists."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class Settings:
     assumption_ttl: float = 30.0
     """Seconds an assumed placement may wait for the watch to confirm it before the API is
     asked what became of its bind."""
+    migration_retention: float = 3600.0
+    """Seconds a finished VMMigration stays before the leader deletes it."""
 
 
 def _older(a: Resource, b: Resource) -> bool:
@@ -88,6 +93,16 @@ def _older(a: Resource, b: Resource) -> bool:
     but kube-apiserver's are etcd revisions; anything else counts as not older."""
     try:
         return int(a.metadata.resource_version or "") < int(b.metadata.resource_version or "")
+    except ValueError:
+        return False
+
+
+def _rv_not_newer(rv: str | None, known: Resource) -> bool:
+    """Is `rv` the version of `known` or an older one (see `_older`)?"""
+    if rv is not None and rv == known.metadata.resource_version:
+        return True
+    try:
+        return int(rv or "") < int(known.metadata.resource_version or "")
     except ValueError:
         return False
 
@@ -122,7 +137,9 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._binding_tasks: set[asyncio.Task[None]] = set()
         self._leading = False
-        self.migrations = migrations.MigrationController(self, settings.migration_limits)
+        self.migrations = migrations.MigrationController(
+            self, settings.migration_limits, retention=settings.migration_retention
+        )
         self.host_failure = hostfailure.HostFailureController(
             self, settings.host_failure_grace, fencing.AdminConfirmation()
         )
@@ -131,17 +148,25 @@ class Controller:
 
     # -- watch events (every replica) ---------------------------------------------------------
 
+    def parse_vm(self, body: Mapping[str, Any]) -> VirtualMachine | None:
+        """A VM from the API as the operator holds it (`World.arrive`: lean, its history
+        length remembered). Every VM the operator reads goes through here."""
+        return parse(VirtualMachine, self.world.arrive(body))
+
     def on_vm(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        key = f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}"
+        meta = body["metadata"]
+        key = f"{meta.get('namespace', 'default')}/{meta['name']}"
         if event_type == "DELETED":
             self.world.remove_vm(key)
         else:
-            vm = parse(VirtualMachine, body)
+            known = self.world.vms.get(key)
+            if known is not None and _rv_not_newer(meta.get("resourceVersion"), known):
+                # A lagging watch's copy of a VM this replica has since read afresh, or the
+                # same version again (a re-list): nothing to parse.
+                return
+            vm = self.parse_vm(body)
             if vm is None:
                 return
-            known = self.world.vms.get(key)
-            if known is not None and _older(vm, known):
-                return  # a lagging watch's copy of a VM this replica has since read afresh
             self.world.upsert_vm(vm)
         self.wake.set()
 
@@ -213,12 +238,37 @@ class Controller:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _pages(self, plural: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object of `plural`, a page of `LIST_PAGE` at a time (limit/continue, as
+        client-go's pager): the API server never builds one response of 100,000 VMs, and the
+        raw JSON of only one page is held at once. A continue token that expired (410) starts
+        the list again from the top, as the pager does."""
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {"limit": LIST_PAGE}
+            if token:
+                page["_continue"] = token
+            try:
+                listing = await client.call(
+                    self.custom.list_cluster_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    plural,
+                    **page,
+                )
+            except ApiException as e:
+                if e.status != 410 or token is None:
+                    raise
+                log.warning("listing %s: continue token expired; listing again", plural)
+                token = None
+                continue
+            yield listing["items"]
+            token = (listing.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return
+
     async def _list(self, plural: str) -> list[dict[str, Any]]:
-        listing = await client.call(
-            self.custom.list_cluster_custom_object, constants.GROUP, constants.VERSION, plural
-        )
-        items: list[dict[str, Any]] = listing["items"]
-        return items
+        return [item async for page in self._pages(plural) for item in page]
 
     async def _takeover(self) -> None:
         """Before the first decision, read everything afresh, as kube-scheduler waits for its
@@ -235,11 +285,12 @@ class Controller:
             for item in await self._list(plural):
                 handler("ADDED", item)
         seen = set()
-        for item in await self._list("virtualmachines"):
-            vm = parse(VirtualMachine, item)
-            if vm is not None:
-                seen.add(vm_key(vm))
-                self.world.upsert_vm(vm)
+        async for page in self._pages("virtualmachines"):
+            for item in page:
+                vm = self.parse_vm(item)
+                if vm is not None:
+                    seen.add(vm_key(vm))
+                    self.world.upsert_vm(vm)
         for key in set(self.world.vms) - seen:
             self.world.remove_vm(key)
         for item in await self._list("vmmigrations"):
@@ -370,7 +421,7 @@ class Controller:
             log.warning("bind of %s to %s: outcome unknown (%s); room kept", key, host, e)
             metrics.BINDS.labels("uncertain").inc()
             return
-        fresh = parse(VirtualMachine, body)
+        fresh = self.parse_vm(body)
         if fresh is None:
             self._forget(key)
             return
@@ -448,17 +499,27 @@ class Controller:
         return True
 
     async def _patch_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
-        body = {"metadata": {"resourceVersion": vm.metadata.resource_version}, "status": status}
-        result: dict[str, Any] = await client.call(
-            self.custom.patch_namespaced_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            vm.metadata.namespace,
-            "virtualmachines",
-            vm.metadata.name,
-            body,
-            _content_type=MERGE,
-        )
+        """Write `status` (merge-patch form: keys left out stay, None removes) over `vm`'s,
+        with its resourceVersion as precondition. A JSON patch of only what changed, history
+        entries appended (`World.status_patch`): a bind carries a few hundred bytes, not the
+        whole status. The server's answer to a patch that no longer applies (422: the object
+        moved on since `vm`) is a conflict like 409."""
+        ops = self.world.status_patch(vm, status)
+        try:
+            result: dict[str, Any] = await client.call(
+                self.custom.patch_namespaced_custom_object_status,
+                constants.GROUP,
+                constants.VERSION,
+                vm.metadata.namespace,
+                "virtualmachines",
+                vm.metadata.name,
+                ops,
+                _content_type=JSON_PATCH,
+            )
+        except ApiException as e:
+            if e.status == 422:
+                e.status = 409
+            raise
         return result
 
     async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> None:
@@ -568,8 +629,8 @@ class Controller:
 
     async def _sync_vm_metadata(self) -> None:
         """Finalizers, the host label (a leader may die between writing status.host and the
-        label), and the Deleting phase."""
-        for vm in list(self.world.vms.values()):
+        label), and the Deleting phase: only the VMs the World marks as needing one."""
+        for vm in self.world.needing_metadata():
             fins = vm.metadata.finalizers
             deleting = vm.metadata.deletion_timestamp is not None
             host = vm.status.host

@@ -49,7 +49,7 @@ class DrainController:
         ctl = self.ctl
         active: set[str] = set()
         failed: dict[str, int] = {}
-        for m in ctl.migrations.migrations.values():
+        for m in [*ctl.migrations.migrations.values(), *ctl.migrations.finished.values()]:
             key = migration_flow.vm_key(m)
             if m.status.phase not in migration_flow.DONE:
                 active.add(key)

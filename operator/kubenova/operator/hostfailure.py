@@ -65,7 +65,7 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
     # done, so the bind that follows carries the latest resourceVersion.
     ctl.world.binding.add(key)
     try:
-        unbound = VirtualMachine.parse(await ctl._patch_status(vm, body))
+        unbound = VirtualMachine.parse(ctl.world.arrive(await ctl._patch_status(vm, body)))
         meta = {
             "resourceVersion": unbound.metadata.resource_version,
             "labels": {constants.LABEL_HOST: None},
@@ -82,7 +82,7 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
                 {"metadata": meta},
                 _content_type=MERGE,
             )
-            unbound = VirtualMachine.parse(raw)
+            unbound = VirtualMachine.parse(ctl.world.arrive(raw))
         except ApiException as e:
             if e.status not in (404, 409):
                 raise
@@ -139,7 +139,7 @@ class HostFailureController:
             )
             new_status, _ = lifecycle.apply(vm.status, change, now)
             raw = await self.ctl._patch_status(vm, new_status.to_dict())
-            world.upsert_vm(VirtualMachine.parse(raw))
+            world.upsert_vm(VirtualMachine.parse(world.arrive(raw)))
             LOST.inc()
             self.ctl.recorder.emit(ref_of(vm), "Warning", "HostLost", change.message)
         lease = world.leases.get(name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import heapq
 import logging
 import time
 from collections.abc import Mapping
@@ -51,6 +52,12 @@ MIGRATION_SECONDS = prometheus_client.Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 IN_FLIGHT = prometheus_client.Gauge("kubenova_migrations_in_flight", "Live migrations under way")
+COLLECTED = prometheus_client.Counter(
+    "kubenova_migrations_collected_total", "Finished VMMigrations deleted after the retention"
+)
+RETENTION = 3600.0
+"""Seconds a finished VMMigration stays in the API (for `kubectl get vmim`, and for drains,
+which count a VM's failed attempts) before the leader deletes it (`--migration-retention`)."""
 
 
 def _takes(world: World, host: str) -> bool:
@@ -60,11 +67,26 @@ def _takes(world: World, host: str) -> bool:
 
 
 class MigrationController:
-    def __init__(self, ctl: Controller, limits: migration_flow.Limits, period: float = 0.5) -> None:
+    def __init__(
+        self,
+        ctl: Controller,
+        limits: migration_flow.Limits,
+        period: float = 0.5,
+        retention: float = RETENTION,
+    ) -> None:
         self.ctl = ctl
         self.limits = limits
         self.period = period
+        self.retention = retention
         self.migrations: dict[str, VMMigration] = {}
+        """Migrations with work left: not finished, or finished and being deleted (our
+        finalizer to release). Each pass walks only these."""
+        self.finished: dict[str, VMMigration] = {}
+        """Finished migrations, kept until the retention runs out and they are deleted."""
+        self._expiry: list[tuple[dt.datetime, str, str]] = []
+        """(completion time, key, uid) of finished migrations: the collector reads its top."""
+        self._active_by_vm: dict[str, set[str]] = {}
+        """VM key -> keys of its migrations not yet finished."""
         self._pending_since: dict[str, float] = {}
         self.wake = asyncio.Event()
 
@@ -74,22 +96,45 @@ class MigrationController:
         meta = body["metadata"]
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
         if event_type == "DELETED":
-            self.migrations.pop(key, None)
+            self._forget(key)
             self._pending_since.pop(key, None)
         else:
             try:
-                self.migrations[key] = VMMigration.parse(dict(body))
+                m = VMMigration.parse(dict(body))
             except ValueError as e:
                 log.error("ignoring invalid VMMigration: %s", e)
                 return
+            self._forget(key)
+            done = m.status.phase in migration_flow.DONE
+            releasing = (
+                m.metadata.deletion_timestamp is not None
+                and constants.MIGRATION_FINALIZER in m.metadata.finalizers
+            )
+            if done and not releasing:
+                self.finished[key] = m
+                self._pending_since.pop(key, None)
+                ended = m.status.completion_time or dt.datetime.now(dt.UTC)
+                heapq.heappush(self._expiry, (ended, key, m.metadata.uid or ""))
+            else:
+                self.migrations[key] = m
+                if not done:
+                    self._active_by_vm.setdefault(migration_flow.vm_key(m), set()).add(key)
         self.wake.set()
 
+    def _forget(self, key: str) -> None:
+        self.finished.pop(key, None)
+        m = self.migrations.pop(key, None)
+        if m is not None:
+            vm = migration_flow.vm_key(m)
+            keys = self._active_by_vm.get(vm)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._active_by_vm[vm]
+
     def active_for(self, vm: str) -> bool:
-        """Whether VM `vm` (namespace/name) has a migration not yet finished."""
-        return any(
-            migration_flow.vm_key(m) == vm and m.status.phase not in migration_flow.DONE
-            for m in self.migrations.values()
-        )
+        """Whether VM `vm` (namespace/name) has a migration not yet finished. O(1)."""
+        return vm in self._active_by_vm
 
     # -- the loop (leader) -----------------------------------------------------------------
 
@@ -109,6 +154,7 @@ class MigrationController:
         now = dt.datetime.now(dt.UTC)
         world = self.ctl.world
         running = 0
+        await self._collect(now)
         for key in sorted(self.migrations, key=lambda k: self._order(k)):
             m = self.migrations.get(key)
             if m is None:
@@ -131,6 +177,31 @@ class MigrationController:
                     raise
                 log.info("migration %s: %s lost a race (%s); next pass", key, step.do, e.status)
         IN_FLIGHT.set(running)
+
+    async def _collect(self, now: dt.datetime) -> None:
+        """Delete the finished migrations whose retention ran out, oldest first; the deletion
+        comes back as an event (our finalizer, then DELETED) and is released from there."""
+        limit = now - dt.timedelta(seconds=self.retention)
+        while self._expiry and self._expiry[0][0] <= limit:
+            _, key, uid = heapq.heappop(self._expiry)
+            m = self.finished.get(key)
+            if m is None or (m.metadata.uid or "") != uid:
+                continue  # gone already, or a newer object of the same name
+            try:
+                await client.call(
+                    self.ctl.custom.delete_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    m.metadata.namespace,
+                    PLURAL,
+                    m.metadata.name,
+                    body={"preconditions": {"uid": uid}} if uid else None,
+                )
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+            COLLECTED.inc()
+            log.info("collected finished migration %s (%s)", key, m.status.phase.value)
 
     def _order(self, key: str) -> tuple[float, str]:
         return (self._pending_since.setdefault(key, time.monotonic()), key)
@@ -365,7 +436,7 @@ class MigrationController:
     # -- writes ----------------------------------------------------------------------------
 
     def _upsert_vm(self, raw: dict[str, Any]) -> VirtualMachine:
-        vm = VirtualMachine.parse(raw)
+        vm = VirtualMachine.parse(self.ctl.world.arrive(raw))
         self.ctl.world.upsert_vm(vm)
         return vm
 

@@ -12,8 +12,9 @@ import datetime as dt
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine, constants
 from kubenova.api.host import HostPhase
@@ -36,6 +37,132 @@ def _placement_view(info: model.HostInfo) -> model.HostInfo:
 
 def vm_key(vm: VirtualMachine) -> str:
     return f"{vm.metadata.namespace or 'default'}/{vm.metadata.name}"
+
+
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "finalizers",
+    "deletionTimestamp",
+)
+"""What of a VM's metadata the operator reads; managedFields and the rest are dropped."""
+_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def lean_vm_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The VM as the operator holds it, and how many history entries the API server has.
+
+    managedFields, last-applied-configuration and the other metadata nobody here reads are
+    dropped on arrival, and of `status.history` only the last entry is kept: the operator
+    never rewrites the history, it appends to it (`status_patch`), so it needs its length, not
+    its entries. The body itself is not changed (shallow copies)."""
+    meta_in = body.get("metadata") or {}
+    meta = {k: meta_in[k] for k in _KEPT_METADATA if k in meta_in}
+    annotations = meta.get("annotations")
+    if annotations and any(a in annotations for a in _DROPPED_ANNOTATIONS):
+        meta["annotations"] = {
+            k: v for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS
+        }
+    lean = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+    lean["metadata"] = meta
+    history_len = 0
+    status = body.get("status")
+    if status is not None:
+        history = status.get("history")
+        if history:
+            history_len = len(history)
+            status = {**status, "history": history[-1:]}
+        lean["status"] = status
+    return lean, history_len
+
+
+def status_patch(
+    held: VirtualMachine, new: Mapping[str, Any], history_len: int
+) -> list[dict[str, Any]]:
+    """A JSON patch (RFC 6902) for the status subresource taking `held` (as `lean_vm_body`
+    left it; the server's history has `history_len` entries) to `new`, a status in merge-patch
+    form (keys left out stay as they are, None removes one). Only what changed is written; new
+    history entries are appended (`add /status/history/-`), the oldest removed beyond the
+    bound, so a write never carries the whole history. The resourceVersion goes in as the
+    precondition: a stale `held` gets 409, as with a merge patch."""
+    ops: list[dict[str, Any]] = []
+    if held.metadata.resource_version:
+        rv = held.metadata.resource_version
+        ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": rv})
+    if "status" not in held.model_fields_set:
+        whole = {k: v for k, v in new.items() if v is not None}
+        ops.append({"op": "add", "path": "/status", "value": whole})
+        return ops
+    current = held.status.to_dict()
+    for k, v in new.items():
+        if k == "history":
+            continue
+        if v is None:
+            if k in current:
+                ops.append({"op": "remove", "path": f"/status/{k}"})
+        elif current.get(k) != v:
+            ops.append({"op": "add", "path": f"/status/{k}", "value": v})
+    entries = list(new.get("history") or [])
+    kept = current.get("history") or []
+    if kept and kept[-1] in entries:
+        entries = entries[len(entries) - entries[::-1].index(kept[-1]) :]
+    elif kept and entries:
+        entries = entries[-1:]  # the held entry fell off the bound: only the newest is new
+    if not entries:
+        return ops
+    if history_len == 0 or "history" not in current:
+        ops.append({"op": "add", "path": "/status/history", "value": entries})
+        return ops
+    n = history_len
+    for entry in entries:
+        if n >= constants.MAX_HISTORY:
+            ops.append({"op": "remove", "path": "/status/history/0"})
+            n -= 1
+        ops.append({"op": "add", "path": "/status/history/-", "value": entry})
+        n += 1
+    return ops
+
+
+def needs_metadata_write(vm: VirtualMachine) -> bool:
+    """Whether the leader's metadata pass has something to do for this VM: its host label to
+    set or take off, the finalizer to add or (never bound) remove, the quota to give back, or
+    the Deleting phase to write. The pass visits only these VMs, not every VM each second."""
+    fins = vm.metadata.finalizers
+    deleting = vm.metadata.deletion_timestamp is not None
+    host = vm.status.host
+    label = vm.metadata.labels.get(constants.LABEL_HOST)
+    if host and label != host:
+        return True
+    if not host and label is not None:
+        return True
+    if not deleting:
+        return constants.VM_FINALIZER not in fins
+    if fins == [constants.QUOTA_FINALIZER]:
+        return True
+    if not host:
+        return constants.VM_FINALIZER in fins
+    return vm.status.phase is not VMPhase.DELETING
+
+
+def _same_request(old: VirtualMachine | None, new: VirtualMachine) -> bool:
+    """Whether `new` cannot ask for anything `old` did not: the same spec generation (the API
+    server moves it on every spec change, never on a status write) and still pending. Without a
+    generation (objects not from an API server) nothing is assumed."""
+    return (
+        old is not None
+        and new.metadata.generation is not None
+        and old.metadata.generation == new.metadata.generation
+        and old.metadata.uid == new.metadata.uid
+        and old.metadata.namespace == new.metadata.namespace
+        and not old.status.host
+        and old.status.phase is new.status.phase
+        and old.metadata.deletion_timestamp is None
+    )
 
 
 @dataclass
@@ -69,12 +196,67 @@ class World:
         self.created_at: dict[str, float] = {}
         self.binding: set[str] = set()
         """VMs with a bind in flight: not to be queued again until it settles."""
+        # Indexes kept up to date by every upsert and removal, so that no per-event or
+        # per-second pass walks every VM.
+        self._on_host: dict[str, dict[str, None]] = {}
+        """host -> keys of the VMs whose status.host it is (insertion-ordered)."""
+        self._phases: Counter[str] = Counter()
+        self._flavors: Counter[str] = Counter()
+        self.attention: set[str] = set()
+        """VMs `needs_metadata_write` says the metadata pass has work for."""
+        self._uncounted: set[str] = set()
+        """VMs that could not be counted or queued for want of their flavor or host: what
+        `recount_pending` retries when one appears."""
+        self.history_len: dict[str, tuple[str | None, int]] = {}
+        """VM key -> (resourceVersion, entries of status.history the API server holds), from
+        `lean_vm_body`: what `status_patch` appends after."""
+
+    def arrive(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`lean_vm_body`, remembering the history length of the version that arrived."""
+        lean, n = lean_vm_body(body)
+        meta = lean["metadata"]
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        self.history_len[key] = (meta.get("resourceVersion"), n)
+        return lean
+
+    def status_patch(self, held: VirtualMachine, new: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """`status_patch` with the history length known for `held` (its own, when the latest
+        arrival is another version: `held` is then stale and the patch gets 409 anyway)."""
+        rv, n = self.history_len.get(vm_key(held), (None, len(held.status.history)))
+        if rv != held.metadata.resource_version:
+            n = max(n, len(held.status.history))
+        return status_patch(held, new, n)
+
+    def _index(self, key: str, old: VirtualMachine | None, new: VirtualMachine | None) -> None:
+        if old is not None:
+            if old.status.host:
+                on = self._on_host.get(old.status.host)
+                if on is not None:
+                    on.pop(key, None)
+                    if not on:
+                        del self._on_host[old.status.host]
+            self._phases[old.status.phase.value] -= 1
+            self._flavors[old.spec.flavor] -= 1
+        if new is not None:
+            if new.status.host:
+                self._on_host.setdefault(new.status.host, {})[key] = None
+            self._phases[new.status.phase.value] += 1
+            self._flavors[new.spec.flavor] += 1
+            if needs_metadata_write(new):
+                self.attention.add(key)
+            else:
+                self.attention.discard(key)
+        else:
+            self.attention.discard(key)
+            self._uncounted.discard(key)
 
     # -- VMs ----------------------------------------------------------------------------
 
     def upsert_vm(self, vm: VirtualMachine) -> None:
         key = vm_key(vm)
+        old = self.vms.get(key)
         self.vms[key] = vm
+        self._index(key, old, vm)
         self.created_at.setdefault(key, self.clock())
         host = vm.status.host
         if host:
@@ -87,7 +269,11 @@ class World:
             self.cache.remove_vm(key)
             self._capacity_freed(alloc.host)
         if self.schedulable(vm) and key not in self.binding:
+            if _same_request(old, vm) and self.queue.request(key) is not None:
+                return  # its own status write seen again: the queued request stands
             req = self.request(vm)
+            if req is None:
+                self._uncounted.add(key)
             # A new VM is queued; an edited one (its placement fixed, say) replaces the request
             # built at push time and is tried again at once. An event that changes nothing the
             # scheduler reads (our own status write, seen again) leaves the queue alone.
@@ -101,7 +287,9 @@ class World:
             return
         req = self.request(vm)
         if req is None or host not in self.cache.hosts:
+            self._uncounted.add(key)
             return  # counted once its flavor or host is known (see recount_pending)
+        self._uncounted.discard(key)
         slots = self.cache.slots_on(host)
         over = self.cache.over_commits
         try:
@@ -118,7 +306,8 @@ class World:
         self.queue.on_event(QueueEvent.VM_PLACED)
 
     def remove_vm(self, key: str) -> None:
-        self.vms.pop(key, None)
+        self._index(key, self.vms.pop(key, None), None)
+        self.history_len.pop(key, None)
         self.created_at.pop(key, None)
         self.queue.remove(key)
         self.binding.discard(key)
@@ -158,13 +347,19 @@ class World:
     def recount_pending(self) -> None:
         """After a flavor or host appears: count bound VMs that could not be counted before,
         and queue pending VMs that had no known size."""
-        for key, vm in self.vms.items():
+        for key in list(self._uncounted):
+            self._uncounted.discard(key)
+            vm = self.vms.get(key)
+            if vm is None:
+                continue
             if vm.status.host and key not in self.cache.allocations:
                 self._count_bound(key, vm, vm.status.host)
             elif self.schedulable(vm) and key not in self.queue and key not in self.binding:
                 req = self.request(vm)
                 if req is not None:
                     self.queue.push(req)
+                else:
+                    self._uncounted.add(key)
 
     # -- hosts, leases, flavors, pools --------------------------------------------------------
 
@@ -273,7 +468,7 @@ class World:
         return HostPhase.READY if lease.fresh(now) else HostPhase.NOT_READY
 
     def flavor_counts(self) -> Counter[str]:
-        return Counter(vm.spec.flavor for vm in self.vms.values())
+        return +self._flavors
 
     def pool_status(self, name: str) -> status.PoolStatus | None:
         return status.pool_status(
@@ -281,16 +476,21 @@ class World:
         )
 
     def phases(self) -> Counter[str]:
-        return Counter(vm.status.phase.value for vm in self.vms.values())
+        return +self._phases
 
     def vms_on(self, host: str) -> list[VirtualMachine]:
-        return [vm for vm in self.vms.values() if vm.status.host == host]
+        """The VMs bound to `host`, from the index: O(its VMs)."""
+        return [self.vms[k] for k in self._on_host.get(host, ())]
+
+    def needing_metadata(self) -> list[VirtualMachine]:
+        """The VMs the metadata pass has work for, in key order."""
+        return [self.vms[k] for k in sorted(self.attention) if k in self.vms]
 
     def unbound_deleting(self) -> list[VirtualMachine]:
         """VMs being deleted that no agent will clean up: the operator releases them."""
         return [
             vm
-            for vm in self.vms.values()
+            for vm in self.needing_metadata()
             if vm.metadata.deletion_timestamp is not None
             and not vm.status.host
             and constants.VM_FINALIZER in vm.metadata.finalizers
