@@ -52,9 +52,11 @@ insmod /lib/modules/evdev.ko 2>/dev/null
 insmod /lib/modules/button.ko 2>/dev/null
 acpid -d >/dev/null 2>&1 &
 echo "KUBENOVA-GUEST-READY"
-# A shell on the serial port for `kubectl vm console` (a session of its own, so ttyS0 is its
-# controlling terminal and echoes what is typed); the ticks go on beside it.
-setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' &
+# A shell on the serial port for `kubectl vm console`: it runs each line typed there (the
+# terminal echoes it). No prompt and no line editing, whose prompts and escape sequences
+# would share lines with the ticks; the ticks go on beside it.
+setsid sh -c 'exec </dev/ttyS0 >/dev/ttyS0 2>&1; trap "" INT; echo KUBENOVA-GUEST-SHELL
+  while read -r line; do eval "$line"; done' &
 n=0
 while true; do n=$((n+1)); echo "tick $n"; sleep 1; done
 SH
