@@ -61,10 +61,14 @@ def endpoint(kubeconfig: str | None, context: str | None, namespace: str | None)
             tls.verify_mode = ssl.CERT_NONE
         if cfg.cert_file:
             tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-    headers = {}
-    token = cfg.get_api_key_with_prefix("authorization")
-    if token:
-        headers["Authorization"] = token
+    # Tokens (static, or an exec plugin's) as the client would send them; the identifier of
+    # the key differs between client versions ('authorization', 'BearerToken').
+    auths: dict[str, dict[str, Any]] = cfg.auth_settings()
+    headers = {
+        str(auth["key"]).title(): str(auth["value"])
+        for auth in auths.values()
+        if auth.get("in") == "header" and auth.get("value")
+    }
     return Endpoint(cfg.host.rstrip("/"), tls, headers, ns)
 
 
@@ -80,8 +84,18 @@ async def _refusal(session: aiohttp.ClientSession, ep: Endpoint, url: str, statu
     return f"{status}"
 
 
+def _url(ep: Endpoint, name: str, subresource: str) -> str:
+    """The subresource's URL; a name no VM can have is refused here, before it is put in a
+    URL that a client library might normalise into another path."""
+    try:
+        protocol.check_names(ep.namespace, name)
+    except protocol.ConsoleError as e:
+        raise ConsoleError(e.message) from None
+    return ep.server + protocol.subresource_path(ep.namespace, name, subresource)
+
+
 async def read_log(ep: Endpoint, name: str, tail: int) -> bytes:
-    url = ep.server + protocol.subresource_path(ep.namespace, name, protocol.CONSOLE_LOG)
+    url = _url(ep, name, protocol.CONSOLE_LOG)
     async with aiohttp.ClientSession() as session:
         try:
             async with session.get(
@@ -110,7 +124,7 @@ async def attach(
     """Attach until detached or closed; returns why it ended."""
     fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     output = out if out is not None else sys.stdout.buffer
-    url = ep.server + protocol.subresource_path(ep.namespace, name, protocol.CONSOLE)
+    url = _url(ep, name, protocol.CONSOLE)
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
         try:
