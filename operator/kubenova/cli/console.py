@@ -18,7 +18,7 @@ import sys
 import termios
 import tty
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import kubernetes
@@ -63,7 +63,7 @@ def endpoint(kubeconfig: str | None, context: str | None, namespace: str | None)
             tls.load_cert_chain(cfg.cert_file, cfg.key_file)
     # Tokens (static, or an exec plugin's) as the client would send them; the identifier of
     # the key differs between client versions ('authorization', 'BearerToken').
-    auths: dict[str, dict[str, Any]] = cfg.auth_settings()
+    auths = cast(dict[str, dict[str, Any]], cfg.auth_settings())
     headers = {
         str(auth["key"]).title(): str(auth["value"])
         for auth in auths.values()
