@@ -159,7 +159,8 @@ def test_a_wrong_checksum_fails_the_image_with_the_reason_and_nothing_is_used(
     url, sha = image_server.add("/bad.qcow2", data)
     wrong = "0" * 64
     name = env.image(url=url, sha256=wrong)
-    env.agent(test_host)
+    port = free_port()
+    env.agent(test_host, KUBENOVA_METRICS_PORT=str(port))
     env.vm("web-1", {"image": name})
 
     status = wait_for(
@@ -183,6 +184,13 @@ def test_a_wrong_checksum_fails_the_image_with_the_reason_and_nothing_is_used(
     assert not list(folder.glob("*.part")), "the bad download is deleted"
     assert not (env.state / f"{env.ns}_web-1" / "root.qcow2").exists()
     assert "ImportFailed" in wait_for("an ImportFailed event", lambda: _events(env.cluster, name))
+    samples = _scrape(port)
+    labels = f'host="{env.host}",reason="ChecksumMismatch"'
+    assert samples[f"kubenova_agent_image_import_failures_total{{{labels}}}"] == 1
+    assert (
+        samples[f'kubenova_agent_image_import_seconds_count{{host="{env.host}",result="failed"}}']
+        == 1
+    )
     assert _host_images(env.cluster, env.host) == []
 
 

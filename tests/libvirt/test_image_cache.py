@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kubenova.api.image import ImportEvent, ImportReport, VMImage
 from kubenova.node_agent.imagecache import ImageCache, ImageError
@@ -32,6 +33,12 @@ class Recorder:
         self.reports.append((image.metadata.name, report))
 
 
+def _sample(name: str) -> float:
+    """A series of host h1 from this process's registry (the agent's metrics module)."""
+    value = REGISTRY.get_sample_value(name, {"host": "h1"})
+    return value or 0.0
+
+
 def _cache(store: Path, limit: int = 0, needed: set[str] | None = None) -> ImageCache:
     cache = ImageCache(str(store), "h1", limit, Recorder(), needed=lambda: set(needed or ()))
     cache.load()
@@ -49,12 +56,15 @@ def test_unused_images_are_evicted_least_recently_used_first(
     needed: set[str] = set()
     cache = _cache(tmp_path / "store", limit=2 * len(data), needed=needed)
     cache.needed = lambda: set(needed)
+    before = _sample("kubenova_agent_image_cache_evictions_total")
     aio.run(cache.ensure(images["a"]))
     aio.run(cache.ensure(images["b"]))
     aio.run(cache.ensure(images["a"]))  # a is now the most recently used
     aio.run(cache.ensure(images["c"]))
     assert [h["name"] for h in cache.held()] == ["a", "c"]
     assert not (tmp_path / "store" / "cache" / "b").exists()
+    assert _sample("kubenova_agent_image_cache_evictions_total") - before == 1
+    assert _sample("kubenova_agent_image_cache_bytes") == 2 * len(data)
     # A needed image stays, even over the limit.
     needed |= {"a", "c"}
     aio.run(cache.ensure(images["b"]))
