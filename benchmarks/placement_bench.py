@@ -307,15 +307,54 @@ def request_totals(metrics_text: str) -> Counter[Request]:
 
 
 def writes_between(
-    before: Counter[Request], after: Counter[Request], skip: Iterable[str] = ("leases",)
+    before: Counter[Request],
+    after: Counter[Request],
+    skip: Iterable[str] = ("leases",),
+    verbs: Iterable[str] = MUTATING,
 ) -> Counter[Request]:
-    """The mutating requests made between two snapshots, without those on `skip` resources
-    (the Lease renewals are the load generator's, the same on both sides)."""
-    skipped = set(skip)
+    """The requests of `verbs` (writes by default) made between two snapshots, without those on
+    `skip` resources (the Lease renewals are the load generator's, the same on both sides)."""
+    skipped, wanted = set(skip), set(verbs)
     out: Counter[Request] = Counter()
     for key, n in after.items():
-        if key.verb in MUTATING and key.resource not in skipped and n > before.get(key, 0):
+        if key.verb in wanted and key.resource not in skipped and n > before.get(key, 0):
             out[key] = n - before.get(key, 0)
+    return out
+
+
+READS = frozenset({"GET", "LIST"})
+
+
+def parse_sides(spec: str, default_rev: str) -> list[tuple[str, str | None]]:
+    """`kube-scheduler,kubenova@abc123,kubenova` → the sides in that order, each kubenova one
+    with the commit its operator runs from (`default_rev` when none is named; None for the
+    work tree as it is, `kubenova@worktree`)."""
+    sides: list[tuple[str, str | None]] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, rev = part.partition("@")
+        if kind == "kube-scheduler" and not rev:
+            sides.append((kind, None))
+        elif kind == "kubenova":
+            rev = rev or default_rev
+            sides.append((kind, None if rev == "worktree" else rev))
+        else:
+            raise ValueError(f"--sides: {part!r} is not kube-scheduler or kubenova[@commit]")
+    return sides
+
+
+def log_summary(text: str) -> Counter[str]:
+    """Warnings and errors in a JSON log (one object a line), by level and message start."""
+    out: Counter[str] = Counter()
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        level = str(record.get("level", ""))
+        if level in ("warning", "error", "critical"):
+            out[f"{level}: {str(record.get('msg', ''))[:70]}"] += 1
     return out
 
 
@@ -376,6 +415,7 @@ class SideResult:
     apiserver_background_cpu_per_s: float = float("nan")
     etcd_cpu_s: float = float("nan")
     writes: Counter[Request] = field(default_factory=Counter)
+    reads: Counter[Request] = field(default_factory=Counter)
     scheduler_peak_mib: float = float("nan")
     apiserver_peak_mib: float = float("nan")
     standby_peak_mib: float = float("nan")
@@ -442,13 +482,13 @@ def render_table(results: Sequence[SideResult]) -> str:
     return "\n".join(lines)
 
 
-def render_writes(results: Sequence[SideResult]) -> str:
+def render_requests(results: Sequence[SideResult], reads: bool = False) -> str:
+    """Requests per bound object by verb and resource, the most frequent first."""
     lines = []
     for r in results:
-        parts = ", ".join(
-            f"{k} {n / max(r.bound, 1):.2f}"
-            for k, n in sorted(r.writes.items(), key=lambda kv: -kv[1])
-        )
+        counts = r.reads if reads else r.writes
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{k} {n / max(r.bound, 1):.2f}" for k, n in ranked if n >= 10)
         lines.append(f"  {r.side}: {parts or 'none'}")
     return "\n".join(lines)
 
@@ -854,8 +894,6 @@ class Run:
     takeover: bool
     profile: bool
     background_s: float
-    source: Path | None
-    """The exported source the operator runs from (None: the installed work tree)."""
 
     @property
     def mix(self) -> list[Size]:
@@ -866,15 +904,16 @@ class Side:
     """A fresh control plane with N hosts, their Lease load and M objects, and the
     measurements around the scheduler's start; `schedule()` is each side's own."""
 
-    name = ""
+    kind = ""
     object_path = ""
     profiled = False
     """Whether --profile applies (py-spy reads Python processes only)."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, name: str = "") -> None:
         from kubenova.dev import cluster
 
         self.run = run
+        self.name = name or self.kind
         self.folder = run.folder / self.name
         self.folder.mkdir(parents=True)
         self.plane = cluster.ControlPlane(self.folder / "cp", run.bin_dir, die_with_parent=True)
@@ -900,6 +939,9 @@ class Side:
 
     async def after_bound(self, api: Api, watch: Watch, scheduler: subprocess.Popen[bytes]) -> None:
         """Anything measured after every object is bound (kubenova: the takeover)."""
+
+    def summarize_logs(self) -> None:
+        """Notes from the scheduler's own logs (kubenova: its warnings and errors)."""
 
     async def measure(self) -> SideResult:
         run, r = self.run, self.result
@@ -989,13 +1031,16 @@ class Side:
             if profiler is not None:
                 self._report_profile(profiler)
             await self._settle_writes(api)
-            r.writes = writes_between(before, await api.metrics())
+            after = await api.metrics()
+            r.writes = writes_between(before, after)
+            r.reads = writes_between(before, after, verbs=READS)
             self.say(f"{r.bound} bound in {r.all_bound_s:.1f} s ({r.binds_per_s:.0f}/s); "
                      f"{r.writes_per_bound:.2f} writes per bound object")  # fmt: skip
             if r.bound == run.vms:
                 await self.after_bound(api, watch, scheduler)
             r.apiserver_peak_mib = peak_mib(apiserver)
             await watch.stop()
+            self.summarize_logs()
             if load1:
                 r.notes.append(
                     "Lease load: {renewals:.0f} renewals, {conflicts:.0f} conflicts, {errors:.0f} "
@@ -1047,7 +1092,7 @@ class Side:
 
 
 class KubeSchedulerSide(Side):
-    name = "kube-scheduler"
+    kind = "kube-scheduler"
     object_path = f"/api/v1/namespaces/{NS}/pods"
 
     def is_bound(self, obj: dict[str, Any]) -> bool:
@@ -1094,12 +1139,14 @@ class KubeSchedulerSide(Side):
 
 
 class KubenovaSide(Side):
-    name = "kubenova"
+    kind = "kubenova"
     profiled = True
     object_path = f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{NS}/virtualmachines"
 
-    def __init__(self, run: Run) -> None:
-        super().__init__(run)
+    def __init__(self, run: Run, name: str, source: Path | None) -> None:
+        super().__init__(run, name)
+        self.source = source
+        """The exported source the operator runs from (None: the installed work tree)."""
         self.operators = 0
 
     def is_bound(self, obj: dict[str, Any]) -> bool:
@@ -1109,8 +1156,8 @@ class KubenovaSide(Side):
         return vm_body(name, size)
 
     async def prepare(self, api: Api) -> None:
-        if self.run.source is not None:  # the CRDs of the operator's commit
-            crds = str(self.run.source / "crds")
+        if self.source is not None:  # the CRDs of the operator's commit
+            crds = str(self.source / "crds")
             self.plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds)
             self.plane.kubectl(
                 "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
@@ -1139,7 +1186,7 @@ class KubenovaSide(Side):
     def _operator(self) -> subprocess.Popen[bytes]:
         identity = f"op-{self.operators}"
         self.operators += 1
-        env = {**source_env(self.run.source), "KUBECONFIG": str(self.plane.kubeconfig)}
+        env = {**source_env(self.source), "KUBECONFIG": str(self.plane.kubeconfig)}
         return REAPER.spawn(
             [sys.executable, "-m", "kubenova.operator", "--identity", identity,
              "--namespace", SYSTEM_NS, "--metrics-port", "0", *self.run.operator_args],
@@ -1192,6 +1239,12 @@ class KubenovaSide(Side):
         else:
             r.notes.append("takeover: the new VM was not bound within 300 s of the kill")
         r.standby_peak_mib = max(r.standby_peak_mib, peak_mib(standby.pid))
+
+    def summarize_logs(self) -> None:
+        for log in sorted(self.folder.glob("operator-*.log")):
+            counts = log_summary(log.read_text(errors="replace"))
+            for what, n in counts.most_common(6):
+                self.result.notes.append(f"{log.stem}: {n} × {what}")
 
     async def _warm(self, pid: int, cap: float = 600.0) -> float | None:
         """Seconds until the standby's CPU settles (under 10 % of a core for 3 s in a row, once
@@ -1262,37 +1315,50 @@ def _describe_source(src: Path | None, sha: str) -> str:
 async def _main(a: argparse.Namespace) -> int:
     from kubenova.dev import cluster, node
 
-    sides = a.only.split(",") if a.only else ["kube-scheduler", "kubenova"]
+    sides = parse_sides(a.sides, a.operator_commit)
     scheduler_bin = None
-    if "kube-scheduler" in sides:
+    if any(kind == "kube-scheduler" for kind, _ in sides):
         scheduler_bin = node.node_binaries() / "kube-scheduler"
     folder = Path(tempfile.mkdtemp(prefix="kubenova-placement-"))
     if not a.keep:
         REAPER.folders.append(folder)
-    src, sha = None, ""
-    if a.operator_commit != "worktree":
-        src = folder / "src"
-        sha = export_source(a.operator_commit, src)
+    sources: dict[str, tuple[Path, str]] = {}
+    for commit in {rev for _, rev in sides if rev is not None}:
+        dest = folder / f"src-{len(sources)}"
+        sources[commit] = (dest, export_source(commit, dest))
     run = Run(
         hosts=a.hosts, vms=a.vms, folder=folder / "run", bin_dir=cluster.ensure_binaries(),
         scheduler_bin=scheduler_bin, lease_period=a.lease_period, writers=a.writers,
         timeout=a.timeout, policy=a.policy, qps=a.qps, operator_args=a.operator_arg,
-        takeover=not a.no_takeover, profile=a.profile, background_s=a.background, source=src,
+        takeover=not a.no_takeover, profile=a.profile, background_s=a.background,
     )  # fmt: skip
     run.folder.mkdir(parents=True)
     load = os.getloadavg()
-    print(f"# placement: {a.hosts:,} hosts, {a.vms:,} objects; {os.cpu_count()} cores, load "
-          f"average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; state in {folder}\n"
-          f"# operator from {_describe_source(src, sha)}", flush=True)  # fmt: skip
+    print(f"# placement: {a.hosts:,} hosts, {a.vms:,} objects; {os.cpu_count()} cores, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; state in {folder}")  # fmt: skip
+    if scheduler_bin is not None:
+        version = subprocess.check_output([str(scheduler_bin), "--version"], text=True).strip()
+        print(f"# kube-scheduler: {scheduler_bin} ({version})")
     results: list[SideResult] = []
-    for name in sides:
-        side: Side = KubeSchedulerSide(run) if name == "kube-scheduler" else KubenovaSide(run)
-        print(f"\n## {name}", flush=True)
+    for kind, rev in sides:
+        side: Side
+        if kind == "kube-scheduler":
+            side = KubeSchedulerSide(run)
+        else:
+            src: Path | None = None
+            src, sha = sources[rev] if rev is not None else (None, "")
+            name = f"kubenova@{sha[:7]}" if sha else "kubenova@worktree"
+            print(f"# {name}: the operator from {_describe_source(src, sha)}")
+            side = KubenovaSide(run, name, src)
+        print(f"\n## {side.name}", flush=True)
         results.append(await side.measure())
+        print(render_table(results[-1:]), flush=True)  # kept even if a later side fails
     print("\n## results\n")
     print(render_table(results))
     print("\nAPI writes per bound object, by request (Lease writes aside):")
-    print(render_writes(results))
+    print(render_requests(results))
+    print("\nAPI reads per bound object (GET, LIST; Leases aside):")
+    print(render_requests(results, reads=True))
     for r in results:
         for note in r.notes:
             print(f"  {r.side}: {note}")
@@ -1309,7 +1375,10 @@ def main() -> None:
         "--vms", type=int, default=10000, help="objects: Pods on one side, VMs on the other"
     )
     p.add_argument(
-        "--only", default="", help="kube-scheduler or kubenova (default: both, in that order)"
+        "--sides",
+        default="kube-scheduler,kubenova",
+        help="which sides, in order: kube-scheduler, kubenova[@commit] (e.g. "
+        "kube-scheduler,kubenova@abc123,kubenova@HEAD for a before / after in one run)",
     )
     p.add_argument(
         "--lease-period", type=float, default=10.0, help="seconds between renewals of each Lease"
@@ -1328,8 +1397,8 @@ def main() -> None:
     p.add_argument(
         "--operator-commit",
         default="HEAD",
-        help="run the operator (and its CRDs) as of this commit, exported with git archive; "
-        "'worktree': the work tree as it is",
+        help="the commit a plain 'kubenova' side runs the operator (and its CRDs) from, "
+        "exported with git archive; 'worktree': the work tree as it is",
     )
     p.add_argument("--no-takeover", action="store_true")
     p.add_argument(

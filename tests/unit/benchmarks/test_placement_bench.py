@@ -183,3 +183,34 @@ def test_the_table_has_a_column_per_side_and_a_dash_for_what_was_not_measured() 
     assert "|   net of the background | 20.0 s | – |" in lines
     assert "| API writes per bound object | 1.00 | 0.00 |" in lines
     assert "| objects bound | 10,000 of 10,000 | 5,000 of 10,000 |" in lines
+
+
+# -- the sides and the operator's log ----------------------------------------------------------
+
+
+def test_sides_name_the_commit_each_operator_runs_from() -> None:
+    assert pb.parse_sides("kube-scheduler,kubenova@abc123,kubenova", "HEAD") == [
+        ("kube-scheduler", None),
+        ("kubenova", "abc123"),
+        ("kubenova", "HEAD"),
+    ]
+    assert pb.parse_sides("kubenova@worktree", "HEAD") == [("kubenova", None)]
+    with pytest.raises(ValueError, match="'kube-schedular' is not kube-scheduler or kubenova"):
+        pb.parse_sides("kube-schedular", "HEAD")
+
+
+def test_the_log_summary_counts_warnings_and_errors_by_message() -> None:
+    log = "\n".join(
+        [
+            '{"level": "info", "msg": "bound bench/o-1 to h-2"}',
+            '{"level": "warning", "msg": "lease renewal failed: "}',
+            '{"level": "warning", "msg": "lease renewal failed: "}',
+            '{"level": "error", "msg": "binding bench/o-3 failed"}',
+            "Traceback (most recent call last):",
+            "[1, 2]",
+        ]
+    )
+    assert pb.log_summary(log) == {
+        "warning: lease renewal failed: ": 2,
+        "error: binding bench/o-3 failed": 1,
+    }
