@@ -3,6 +3,7 @@
 kubenova-dev cluster up      # build (first time) and start a local control plane
 kubenova-dev cluster env     # print the exports that point kubectl at it
 kubenova-dev cluster down    # stop it and remove its folder
+kubenova-dev console up|down  # the serial console's server beside it (docs/console.md)
 kubenova-dev node up [--nodes N]   # a node-mode control plane and N real kubelets (docs/node.md)
 kubenova-dev node env|status|load ARCHIVE|down
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from kubenova.dev import cluster, node
+from kubenova.dev import console as console_wiring
 
 
 def _plane(args: argparse.Namespace) -> cluster.ControlPlane:
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         help="state folder (default: %(default)s)",
     )
     c.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for ready")
+    k = sub.add_parser("console", help="the serial console's server for the control plane")
+    k.add_argument("action", choices=["up", "down"])
+    k.add_argument("--folder", default=str(cluster.default_folder()), help="the control plane's")
     n = sub.add_parser("node", help="real kubelets with containerd, for the chart (root)")
     n.add_argument("action", choices=["up", "down", "env", "status", "load"])
     n.add_argument("archive", nargs="?", help="load: an image archive (docker-archive or OCI)")
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.group == "node":
         return _node(args)
+    if args.group == "console":
+        return _console(args)
     try:
         if args.action == "build":
             print(cluster.ensure_binaries())
@@ -66,11 +73,33 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             _print_env(plane)
         else:
+            # A console server `console up` started goes with its control plane.
+            console_wiring.down(Path(args.folder), lambda *a, **k: None)
             stopped = cluster.ControlPlane(Path(args.folder), Path()).down(remove=True)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
     except cluster.ControlPlaneError as e:
         print(f"kubenova-dev: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    plane = _plane(args)
+    if plane.state() is None:
+        print("no control plane is up; run: kubenova-dev cluster up", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "down":
+            ran = console_wiring.down(plane.folder, plane.kubectl)
+            print("stopped the console server" if ran else "no console server ran", file=sys.stderr)
+            return 0
+        env = console_wiring.up(plane.folder, plane.kubectl, plane.kubeconfig)
+    except cluster.ControlPlaneError as e:
+        print(f"kubenova-dev: {e}", file=sys.stderr)
+        return 1
+    print("# an agent serves consoles with (one port per agent):", file=sys.stderr)
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

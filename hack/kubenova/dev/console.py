@@ -1,7 +1,7 @@
 """The serial console's wiring for a local control plane (docs/console.md): its PKI, the
 console server's command line and environment, the agents' console settings, and the
-APIService that routes `subresources.kubenova.io` to a console server on loopback. Writes
-files only; the callers start the processes.
+APIService that routes `subresources.kubenova.io` to a console server on loopback; `up` and
+`down` run one beside `kubenova-dev cluster up`. Writes files and starts that process.
 
 Without kube-proxy a Service's ClusterIP leads nowhere, and Endpoints may not name
 127.0.0.0/8; but the aggregator resolves a Service of type ExternalName to
@@ -13,7 +13,14 @@ certificate for `<service>.<namespace>.svc`).
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,8 @@ from kubenova.console import protocol
 from kubenova.dev import pki
 
 SERVICE = "kubenova-console"
+DEV_NAMESPACE = "kubenova-console"
+"""Where `up` puts the ExternalName Service."""
 CLIENT_NAME = "kubenova-console"
 """The common name of the console server's client certificate, which agents require."""
 
@@ -98,3 +107,54 @@ def manifests(namespace: str, port: int, ca: Path) -> list[dict[str, Any]]:
             },
         },
     ]  # fmt: skip
+
+
+# -- `kubenova-dev console up|down`: the console beside `kubenova-dev cluster up` ------------
+
+
+def up(plane_folder: Path, kubectl: Callable[..., Any], kubeconfig: Path) -> dict[str, str]:
+    """Start a console server for the control plane in `plane_folder` (its state in
+    `console/` there) and register it; returns the environment an agent needs to serve
+    consoles (its port is free now; give each agent its own KUBENOVA_CONSOLE_PORT)."""
+    folder = plane_folder / "console"
+    down(plane_folder, kubectl)
+    folder.mkdir(parents=True, exist_ok=True)
+    p = console_pki(folder / "pki", DEV_NAMESPACE)
+    port = _free_port()
+    with (folder / "console-server.log").open("ab") as out:
+        proc = subprocess.Popen(
+            server_argv(p, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+    (folder / "pid").write_text(str(proc.pid))
+    kubectl("create", "namespace", DEV_NAMESPACE, check=False)
+    items = manifests(DEV_NAMESPACE, port, p.ca)
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                   "items": items}))  # fmt: skip
+    kubectl(
+        "wait", "--for=condition=Available", "--timeout=60s", f"apiservice/{protocol.APISERVICE}"
+    )
+    return agent_env(p, _free_port())
+
+
+def down(plane_folder: Path, kubectl: Callable[..., Any]) -> bool:
+    """Stop the console server `up` started and remove its APIService; whether it ran."""
+    pid_file = plane_folder / "console" / "pid"
+    if not pid_file.exists():
+        return False
+    kubectl("delete", "apiservice", protocol.APISERVICE, "--ignore-not-found", check=False)
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    pid_file.unlink()
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
