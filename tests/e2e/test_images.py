@@ -121,7 +121,7 @@ def test_an_image_is_imported_verified_and_booted_from_and_the_host_reports_it(
         "the VMImage Ready",
         lambda: (s := _image_status(env.cluster, name)).get("phase") == "Ready" and s,
     )
-    cached = env.store / "cache" / name / "disk"
+    cached = env.store / "cache" / f"{name}_{sha[:16]}" / "disk"
     assert (status["size"], status["sha256"]) == (cached.stat().st_size, sha)
     assert cached.read_bytes() == data
     assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["True"]
@@ -179,7 +179,7 @@ def test_a_wrong_checksum_fails_the_image_with_the_reason_and_nothing_is_used(
     )
     assert "checksum mismatch" in failed["status"]["reason"]
     assert not failed["status"].get("domainUUID"), "no domain was defined"
-    folder = env.store / "cache" / name
+    folder = env.store / "cache" / f"{name}_{wrong[:16]}"
     assert not (folder / "disk").exists()
     assert not list(folder.glob("*.part")), "the bad download is deleted"
     assert not (env.state / f"{env.ns}_web-1" / "root.qcow2").exists()
@@ -230,7 +230,8 @@ def test_an_agent_killed_mid_download_never_uses_the_partial_file_and_finishes_i
     first = env.agent(test_host, KUBENOVA_WORKERS="1")
     env.vm("web-1", {"image": name})
     assert stall.reached.wait(60), "the agent never started the download"
-    part = env.store / "cache" / name / "disk.part"
+    folder = env.store / "cache" / f"{name}_{sha[:16]}"
+    part = folder / "disk.part"
     wait_for("half the image on disk", lambda: part.exists() and part.stat().st_size == stall.after)
     assert _image_status(env.cluster, name)["phase"] == "Importing"
     # A name no VMImage has is still a file an admin put in the image store.
@@ -239,10 +240,9 @@ def test_an_agent_killed_mid_download_never_uses_the_partial_file_and_finishes_i
     wait_for(
         "local-1 Running meanwhile", lambda: phase(env.cluster, env.ns, "local-1") == "Running"
     )
-    assert not (env.store / "cache" / "local.qcow2").exists()
+    assert not list((env.store / "cache").glob("local.qcow2*"))
     first.kill()
 
-    folder = env.store / "cache" / name
     assert not (folder / "disk").exists() and not (folder / "entry.json").exists()
     assert phase(env.cluster, env.ns, "web-1") != "Running"
     assert not (env.state / f"{env.ns}_web-1" / "root.qcow2").exists(), "no overlay on a .part"
@@ -272,7 +272,7 @@ def test_a_kernel_pair_image_boots_the_tiny_guest_from_the_cache(
     env.agent(test_host)
     env.vm("tiny-1", {"kernel": {"name": name, "cmdline": "console=ttyS0"}})
     wait_for("tiny-1 Running", lambda: phase(env.cluster, env.ns, "tiny-1") == "Running", 60)
-    folder = env.store / "cache" / name
+    (folder,) = (env.store / "cache").glob(f"{name}_*")
     assert (folder / "vmlinuz").read_bytes() == (tiny_guest / "vmlinuz").read_bytes()
     assert (folder / "initrd").read_bytes() == (tiny_guest / "initrd.img").read_bytes()
     assert _image_status(env.cluster, name)["phase"] == "Ready"
@@ -300,7 +300,7 @@ def test_an_image_is_pre_cached_on_the_hosts_of_a_pool_without_any_vm(
         )
         assert [h["name"] for h in held] == [name]
         assert _image_status(env.cluster, name)["phase"] == "Ready"
-        assert not (env.store / "cache" / other / "disk").exists()
+        assert not list((env.store / "cache").glob(f"{other}_*"))
         assert len(image_server.gets("/pre.qcow2")) == 1
     finally:
         env.cluster.kubectl("delete", "resourcepool", pool, "--wait=false")

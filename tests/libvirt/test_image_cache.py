@@ -62,7 +62,7 @@ def test_unused_images_are_evicted_least_recently_used_first(
     aio.run(cache.ensure(images["a"]))  # a is now the most recently used
     aio.run(cache.ensure(images["c"]))
     assert [h["name"] for h in cache.held()] == ["a", "c"]
-    assert not (tmp_path / "store" / "cache" / "b").exists()
+    assert not list((tmp_path / "store" / "cache").glob("b_*"))
     assert _sample("kubenova_agent_image_cache_evictions_total") - before == 1
     assert _sample("kubenova_agent_image_cache_bytes") == 2 * len(data)
     # A needed image stays, even over the limit.
@@ -108,7 +108,7 @@ def test_a_file_that_is_not_a_self_contained_qcow2_is_refused(
         aio.run(cache.ensure(_image("x", url=url, sha256=sha)))
     assert e.value.reason == "BadFormat" and says in str(e.value)
     assert cache.held() == []
-    assert not (tmp_path / "store" / "cache" / "x" / "disk").exists()
+    assert not list((tmp_path / "store" / "cache").glob("x_*/disk"))
 
 
 def test_a_failed_import_is_not_retried_before_its_back_off(
@@ -147,7 +147,7 @@ def test_a_leftover_download_of_another_source_is_discarded_not_resumed(
 ) -> None:
     data = qcow2(tmp_path / "w.qcow2")
     url, sha = image_server.add("/w.qcow2", data)
-    folder = tmp_path / "store" / "cache" / "w"
+    folder = tmp_path / "store" / "cache" / f"w_{sha[:16]}"
     folder.mkdir(parents=True)
     (folder / "disk.part").write_bytes(b"junk from an older VMImage w")
     (folder / "disk.part.json").write_text(json.dumps({"url": url, "sha256": "3" * 64}))
@@ -160,3 +160,23 @@ def test_a_leftover_download_of_another_source_is_discarded_not_resumed(
     assert again.held() == [{"name": "w", "sha256": sha, "size": len(data)}]
     aio.run(again.ensure(_image("w", url=url, sha256=sha)))
     assert len(image_server.gets("/w.qcow2")) == 1
+
+
+def test_an_image_made_anew_under_its_name_never_replaces_the_copy_a_vm_boots_from(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    old_url, old_sha = image_server.add("/v1.qcow2", qcow2(tmp_path / "v1.qcow2"))
+    new_url, new_sha = image_server.add("/v2.qcow2", qcow2(tmp_path / "v2.qcow2", "32M"))
+    needed = {"deb"}
+    cache = _cache(tmp_path / "store", needed=needed)
+    cache.needed = lambda: set(needed)
+    old = aio.run(cache.ensure(_image("deb", uid="u1", url=old_url, sha256=old_sha)))
+    new = aio.run(cache.ensure(_image("deb", uid="u2", url=new_url, sha256=new_sha)))
+    assert old["disk"] != new["disk"]
+    assert Path(old["disk"]).exists(), "a running domain's base image stays"
+    assert [h["sha256"] for h in cache.held()] == [old_sha, new_sha]
+    # Once no VM here boots from the name, the copy of the older image goes.
+    needed.clear()
+    aio.run(cache.forget_missing({"deb": new_sha}))
+    assert [h["sha256"] for h in cache.held()] == [new_sha]
+    assert not Path(old["disk"]).exists()

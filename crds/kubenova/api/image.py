@@ -15,6 +15,7 @@ whoever reports an import goes through it, so phase, conditions and reason never
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -195,9 +196,12 @@ class VMImageSpec(Model):
 
     @property
     def checksum(self) -> str:
-        """One checksum for the whole image: the disk's, or the kernel's and initrd's joined."""
+        """One checksum for the whole image: the disk's; for a kernel pair, the sha256 of the
+        kernel's and the initrd's checksums joined by ':' (either changing makes another
+        image)."""
         if self.kernel is not None:
-            return self.kernel.kernel.sha256
+            pair = f"{self.kernel.kernel.sha256}:{self.kernel.initrd.sha256}"
+            return hashlib.sha256(pair.encode()).hexdigest()
         return self.sha256 or ""
 
 

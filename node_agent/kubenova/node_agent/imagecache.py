@@ -2,11 +2,16 @@
 before anything uses them. Does I/O (aiohttp, files, `qemu-img`); its decisions are
 `imageplan`'s.
 
-    <store>/cache/<name>/disk          a verified qcow2 (spec.url), or
-    <store>/cache/<name>/vmlinuz       a verified kernel + initrd pair (spec.kernel)
-    <store>/cache/<name>/initrd
-    <store>/cache/<name>/entry.json    what was verified: sha256, size, uid, last use
-    <store>/cache/<name>/<file>.part   a download in progress (+ .part.json: its source)
+    <store>/cache/<name>_<sha>/disk          a verified qcow2 (spec.url), or
+    <store>/cache/<name>_<sha>/vmlinuz       a verified kernel + initrd pair (spec.kernel)
+    <store>/cache/<name>_<sha>/initrd
+    <store>/cache/<name>_<sha>/entry.json    what was verified: sha256, size, uid, last use
+    <store>/cache/<name>_<sha>/<file>.part   a download in progress (+ .part.json: its source)
+
+`<sha>` is the first 16 hex digits of the image's checksum ('_' is in no VMImage name): a
+VMImage deleted and made anew under the same name with other content gets a folder of its
+own, so a running domain's overlay never has its base image replaced under it; the older copy
+goes once no VM on the host boots from that name.
 
 A file is streamed to `<file>.part`, its sha256 computed as it arrives and compared with the
 spec before it is renamed into place; only then is `entry.json` written, and only an entry
@@ -66,6 +71,15 @@ class Held:
     uid: str
     files: dict[str, str]
 
+    @property
+    def key(self) -> str:
+        return entry_key(self.image.name, self.image.sha256)
+
+
+def entry_key(name: str, sha256: str) -> str:
+    """The cache folder of one image version."""
+    return f"{name}_{sha256[:16]}"
+
 
 @dataclass
 class _Failure:
@@ -97,8 +111,11 @@ class ImageCache:
         self.on_change: Callable[[], None] = lambda: None
         """Called when what the cache holds changes (the Host reports it soon)."""
         self._held: dict[str, Held] = {}
+        """By entry key (`entry_key`)."""
         self._flights: dict[str, asyncio.Task[Held]] = {}
+        """By entry key."""
         self._failed: dict[str, _Failure] = {}
+        """By VMImage name."""
 
     # -- what the cache holds ------------------------------------------------------------
 
@@ -110,7 +127,7 @@ class ImageCache:
             if not folder.is_dir():
                 continue
             held = _read_entry(folder)
-            if held is not None:
+            if held is not None and held.key == folder.name:
                 self._held[folder.name] = held
             elif not any(p.name.endswith(PART) for p in folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -124,17 +141,14 @@ class ImageCache:
         """Host status.images: what the cache holds, verified."""
         return [
             {"name": h.image.name, "sha256": h.image.sha256, "size": h.image.size}
-            for h in sorted(self._held.values(), key=lambda h: h.image.name)
+            for h in sorted(self._held.values(), key=lambda h: (h.image.name, h.image.last_used))
         ]
 
     def size(self) -> int:
         return sum(h.image.size for h in self._held.values())
 
     def holds(self, image: VMImage) -> Held | None:
-        held = self._held.get(image.metadata.name)
-        if held is None or held.image.sha256 != image.spec.checksum:
-            return None
-        return held
+        return self._held.get(entry_key(image.metadata.name, image.spec.checksum))
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -151,22 +165,24 @@ class ImageCache:
         failure = self._failed.get(name)
         if failure and failure.uid == (image.metadata.uid or "") and time.time() < failure.until:
             raise failure.error
-        flight = self._flights.get(name)
+        key = entry_key(name, image.spec.checksum)
+        flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.create_task(self._import(image), name=f"image-{name}")
-            self._flights[name] = flight
-            flight.add_done_callback(lambda t: self._landed(name, t))
+            flight = asyncio.create_task(self._import(image), name=f"image-{key}")
+            self._flights[key] = flight
+            flight.add_done_callback(lambda t: self._landed(key, t))
         held = await asyncio.wait_for(asyncio.shield(flight), wait)
         return held.files
 
-    def _landed(self, name: str, flight: asyncio.Task[Held]) -> None:
-        self._flights.pop(name, None)
+    def _landed(self, key: str, flight: asyncio.Task[Held]) -> None:
+        self._flights.pop(key, None)
         if not flight.cancelled():
             flight.exception()  # retrieved: a failure nobody awaited is in _failed already
 
     def prefetch(self, image: VMImage) -> None:
         """Fetch `image` in the background (pre-caching); failures are reported, not raised."""
-        if self.holds(image) is not None or image.metadata.name in self._flights:
+        key = entry_key(image.metadata.name, image.spec.checksum)
+        if self.holds(image) is not None or key in self._flights:
             return
 
         async def fetch() -> None:
@@ -213,10 +229,8 @@ class ImageCache:
 
     async def _fetch_all(self, image: VMImage) -> Held:
         name = image.metadata.name
-        folder = self.root / name
-        stale = self._held.pop(name, None)
-        if stale is not None:  # another VMImage of that name (recreated): not this one
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+        key = entry_key(name, image.spec.checksum)
+        folder = self.root / key
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         files: dict[str, str] = {}
         for file, source in image.spec.files().items():
@@ -232,7 +246,7 @@ class ImageCache:
             files,
         )
         _write_entry(folder, held)
-        self._held[name] = held
+        self._held[key] = held
         await self.evict()
         self._gauge()
         self.on_change()
@@ -342,43 +356,52 @@ class ImageCache:
 
     async def evict(self, incoming: int = 0) -> None:
         """Remove least recently used images no VM here needs, to fit the size limit."""
-        keep = self.needed() | self.pinned | set(self._flights)
-        plan = imageplan.plan_eviction(
-            (h.image for h in self._held.values()), keep, self.limit, incoming
+        names = self.needed() | self.pinned
+        keep = {k for k, h in self._held.items() if h.image.name in names} | set(self._flights)
+        entries = (
+            imageplan.CachedImage(k, h.image.sha256, h.image.size, h.image.last_used)
+            for k, h in self._held.items()
         )
-        for name in plan.remove:
-            await self.remove(name)
+        plan = imageplan.plan_eviction(entries, keep, self.limit, incoming)
+        for key in plan.remove:
+            await self.remove(key)
             metrics.IMAGE_EVICTIONS.labels(self.host).inc()
-            log.info("image %s evicted from the cache (least recently used, unused)", name)
+            log.info("image %s evicted from the cache (least recently used, unused)", key)
         if plan.short:
             log.warning(
                 "image cache over its limit by %d bytes: every image left is in use", plan.short
             )
 
-    async def remove(self, name: str) -> None:
-        held = self._held.pop(name, None)
-        folder = (self.root / name).resolve()
+    async def remove(self, key: str) -> None:
+        held = self._held.pop(key, None)
+        folder = (self.root / key).resolve()
         if folder.parent == self.root.resolve():
             await asyncio.to_thread(shutil.rmtree, folder, True)
         self._gauge()
         if held is not None:
             self.on_change()
 
-    async def forget_missing(self, existing: set[str]) -> None:
-        """Remove cached images whose VMImage is gone, unless a VM here still needs one."""
-        keep = self.needed() | self.pinned | set(self._flights)
-        for name in [n for n in self._held if n not in existing and n not in keep]:
-            log.info("image %s removed from the cache: its VMImage is gone", name)
-            await self.remove(name)
+    async def forget_missing(self, current: dict[str, str]) -> None:
+        """Remove cached images whose VMImage is gone (or is now another image: `current`
+        maps each VMImage to its checksum), unless a VM here still boots from that name."""
+        keep = self.needed() | self.pinned
+        for key, held in list(self._held.items()):
+            name = held.image.name
+            if current.get(name) == held.image.sha256 or name in keep:
+                continue
+            if key in self._flights:
+                continue
+            log.info("image %s removed from the cache: its VMImage is gone", key)
+            await self.remove(key)
 
     def _touch(self, held: Held) -> None:
         image = imageplan.CachedImage(
             held.image.name, held.image.sha256, held.image.size, time.time()
         )
         fresh = Held(image, held.uid, held.files)
-        self._held[image.name] = fresh
+        self._held[fresh.key] = fresh
         with contextlib.suppress(OSError):
-            _write_entry(self.root / image.name, fresh)
+            _write_entry(self.root / fresh.key, fresh)
 
     def _gauge(self) -> None:
         metrics.IMAGE_CACHE_BYTES.labels(self.host).set(self.size())
@@ -405,7 +428,7 @@ def _read_entry(folder: Path) -> Held | None:
             return None
         size = sum(Path(p).stat().st_size for p in files.values())
         image = imageplan.CachedImage(
-            folder.name, str(raw["sha256"]), size, float(raw.get("lastUsed", 0))
+            str(raw["name"]), str(raw["sha256"]), size, float(raw.get("lastUsed", 0))
         )
         return Held(image, str(raw.get("uid", "")), files)
     except (KeyError, TypeError, ValueError, OSError):
@@ -414,6 +437,7 @@ def _read_entry(folder: Path) -> Held | None:
 
 def _write_entry(folder: Path, held: Held) -> None:
     body = {
+        "name": held.image.name,
         "sha256": held.image.sha256,
         "uid": held.uid,
         "size": held.image.size,

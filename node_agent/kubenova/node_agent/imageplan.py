@@ -15,7 +15,7 @@ from kubenova.api.meta import LabelSelector, SelectorOperator
 from kubenova.node_agent import domain_xml
 
 CACHED_DISK = "disk"
-"""A cached disk image's file in its cache entry (`<store>/cache/<name>/disk`)."""
+"""A cached disk image's file in its cache entry (`<store>/cache/<name>_<sha>/disk`)."""
 RETRY_FIRST_SECONDS = 10.0
 RETRY_MAX_SECONDS = 600.0
 

@@ -157,7 +157,7 @@ class Images:
                     self.cache.prefetch(image)
                     break
         self.cache.pinned = pinned
-        await self.cache.forget_missing({i.metadata.name for i in images})
+        await self.cache.forget_missing({i.metadata.name: i.spec.checksum for i in images})
 
     async def _in_pool(self, pool: str, labels: dict[str, str]) -> bool:
         raw = await self.kube.pool(pool)

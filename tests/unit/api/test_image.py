@@ -44,6 +44,14 @@ def test_a_kernel_pair_names_both_files() -> None:
     )
     assert sorted(img.spec.files()) == ["initrd", "vmlinuz"]
     assert img.spec.is_kernel
+    other = image(
+        kernel={
+            "kernel": {"url": "http://127.0.0.1:8080/vmlinuz", "sha256": SHA},
+            "initrd": {"url": "http://127.0.0.1:8080/initrd", "sha256": "c" * 64},
+        }
+    )
+    assert len(img.spec.checksum) == 64
+    assert other.spec.checksum != img.spec.checksum, "another initrd is another image"
 
 
 @pytest.mark.parametrize(
