@@ -276,6 +276,15 @@ def test_a_kernel_pair_image_boots_the_tiny_guest_from_the_cache(
     assert (folder / "vmlinuz").read_bytes() == (tiny_guest / "vmlinuz").read_bytes()
     assert (folder / "initrd").read_bytes() == (tiny_guest / "initrd.img").read_bytes()
     assert _image_status(env.cluster, name)["phase"] == "Ready"
+    # A kernel pair named as a disk image is refused, naming the field to use.
+    env.vm("wrong-1", {"image": name})
+    failed = wait_for("wrong-1 Failed", lambda: (
+        (o := vm(env.cluster, env.ns, "wrong-1")) and o["status"].get("phase") == "Failed" and o
+    ))  # fmt: skip
+    assert (
+        f"spec.boot.image {name!r}: VMImage {name} is a kernel + initrd pair; name it in "
+        "spec.boot.kernel.name"
+    ) in failed["status"]["reason"]
 
 
 def test_an_image_is_pre_cached_on_the_hosts_of_a_pool_without_any_vm(
