@@ -234,6 +234,10 @@ def test_an_agent_killed_mid_download_never_uses_the_partial_file_and_finishes_i
     part = folder / "disk.part"
     wait_for("half the image on disk", lambda: part.exists() and part.stat().st_size == stall.after)
     assert _image_status(env.cluster, name)["phase"] == "Importing"
+    waiting = wait_for("web-1 Starting, waiting for its image", lambda: (
+        (o := vm(env.cluster, env.ns, "web-1")) and o["status"].get("phase") == "Starting" and o
+    ))  # fmt: skip
+    assert waiting["status"]["reason"] == f"waiting for VMImage {name} to arrive on this host"
     # A name no VMImage has is still a file an admin put in the image store.
     qcow2(env.store / "local.qcow2")
     env.vm("local-1", {"image": "local.qcow2"})

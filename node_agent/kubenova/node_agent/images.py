@@ -40,7 +40,7 @@ class ImagePending(Exception):  # noqa: N818 - a state, not an error
     """The VMImage is still arriving on this host: look at the VM again after `retry` s."""
 
     def __init__(self, name: str, retry: float = PENDING_RETRY_SECONDS) -> None:
-        super().__init__(f"VMImage {name} is still being fetched to this host")
+        super().__init__(f"waiting for VMImage {name} to arrive on this host")
         self.retry = retry
 
 

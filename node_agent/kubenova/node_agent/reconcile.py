@@ -90,6 +90,7 @@ class Reconciler:
                 return await self._pass(vm, key, deleting)
             except ImagePending as e:  # the domain is defined once the image is here
                 log.info("VM %s: %s", key, e, extra={"vm": key})
+                await self._write(vm, Event.DOMAIN_STARTING, str(e), {})
                 return Outcome(requeue_after=e.retry)
             except Exception as e:
                 if client.is_conflict(e):
