@@ -180,3 +180,16 @@ def test_an_image_made_anew_under_its_name_never_replaces_the_copy_a_vm_boots_fr
     aio.run(cache.forget_missing({"deb": new_sha}))
     assert [h["sha256"] for h in cache.held()] == [new_sha]
     assert not Path(old["disk"]).exists()
+
+
+def test_a_cache_that_cannot_store_the_image_fails_it_as_a_disk_error(
+    aio: Loop, image_server: ImageServer, tmp_path: Path
+) -> None:
+    url, sha = image_server.add("/d.qcow2", qcow2(tmp_path / "d.qcow2"))
+    cache = _cache(tmp_path / "store")
+    (tmp_path / "store" / "cache" / f"d_{sha[:16]}").write_text("not a folder")
+    with pytest.raises(ImageError) as e:
+        aio.run(cache.ensure(_image("d", url=url, sha256=sha)))
+    assert e.value.reason == "DiskError" and "could not store it" in str(e.value)
+    assert isinstance(cache.report, Recorder)
+    assert [r.event for _, r in cache.report.reports][-1] is ImportEvent.FAILED

@@ -198,7 +198,12 @@ class ImageCache:
         t0 = time.monotonic()
         await self._report(image, ImportReport(ImportEvent.STARTED, self.host))
         try:
-            held = await self._fetch_all(image)
+            try:
+                held = await self._fetch_all(image)
+            except OSError as e:  # a full or broken disk is this host's, said as such
+                raise ImageError(
+                    "DiskError", f"the image cache {self.root} could not store it: {e}"
+                ) from None
         except ImageError as e:
             n = self._failed[name].count + 1 if name in self._failed else 1
             self._failed[name] = _Failure(uid, n, time.time() + imageplan.retry_after(n), e)
