@@ -285,7 +285,7 @@ class ImportReport:
     event: ImportEvent
     host: str
     reason: str = ""
-    """For FAILED: ChecksumMismatch, Unreachable, HTTPError, BadFormat, ConversionFailed..."""
+    """For FAILED: ChecksumMismatch, Unreachable, HTTPError, BadFormat, ConversionFailed, DiskError."""
     message: str = ""
     size: int = 0
     sha256: str = ""
