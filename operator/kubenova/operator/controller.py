@@ -97,12 +97,12 @@ def _older(a: Resource, b: Resource) -> bool:
         return False
 
 
-def _rv_not_newer(rv: str | None, known: Resource) -> bool:
-    """Is `rv` the version of `known` or an older one (see `_older`)?"""
-    if rv is not None and rv == known.metadata.resource_version:
+def _rv_not_newer(rv: str | None, known: str | None) -> bool:
+    """Is `rv` the version `known` or an older one (see `_older`)?"""
+    if rv is not None and rv == known:
         return True
     try:
-        return int(rv or "") < int(known.metadata.resource_version or "")
+        return int(rv or "") < int(known or "")
     except ValueError:
         return False
 
@@ -159,8 +159,10 @@ class Controller:
         if event_type == "DELETED":
             self.world.remove_vm(key)
         else:
-            known = self.world.vms.get(key)
-            if known is not None and _rv_not_newer(meta.get("resourceVersion"), known):
+            known = self.world.records.get(key)
+            if known is not None and _rv_not_newer(
+                meta.get("resourceVersion"), known.resource_version
+            ):
                 # A lagging watch's copy of a VM this replica has since read afresh, or the
                 # same version again (a re-list): nothing to parse.
                 return

@@ -53,10 +53,11 @@ class RebalanceController:
             if not peakwindows.inside(((w.start, w.end) for w in rb.peak_windows), now):
                 continue
             movable: dict[str, VMRequest] = {}
-            for key, vm in world.vms.items():
-                if vm.status.phase is not VMPhase.RUNNING or self.ctl.migrations.active_for(key):
+            for key, record in world.records.items():
+                if record.phase is not VMPhase.RUNNING or self.ctl.migrations.active_for(key):
                     continue
-                req = world.request(vm)
+                # The request the World built when the VM was counted: no object parsed.
+                req = record.request or world.request(world.vms[key])
                 if req is not None and req.pool == name:
                     movable[key] = req
             moves = rebalance.plan(
