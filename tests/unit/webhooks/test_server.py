@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp import test_utils
+from aiohttp import test_utils, web
 
+from kubenova.dev import cluster, pki
 from kubenova.webhooks import admission, review, server
 
 pytestmark = pytest.mark.unit
@@ -91,3 +95,46 @@ def test_a_body_that_is_no_review_is_a_bad_request(payload: str) -> None:
 
 def test_healthz() -> None:
     assert asyncio.run(exchange(("/healthz", None))) == [(200, "ok")]
+
+
+async def _review_over_tls(
+    tls: ssl.SSLContext, client: pki.KeyPair, server_ca: Path, auth: server.ClientAuth
+) -> int:
+    """POST a review to the app served with `tls`, presenting `client`: the status."""
+    runner = web.AppRunner(server.app(StubAdmission(), auth))
+    await runner.setup()
+    port = cluster.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    context = ssl.create_default_context(cafile=str(server_ca))
+    context.load_cert_chain(str(client.cert), str(client.key))
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"https://127.0.0.1:{port}/mutate"
+            async with s.post(url, json=body("x"), ssl=context) as r:
+                return r.status
+    finally:
+        await runner.cleanup()
+
+
+def test_only_the_client_ca_is_trusted_not_the_machines_default_cas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client certificate signed by a CA the machine trusts by default (its system store,
+    which a default server context also loads) is not the API server's: with `--client-ca`,
+    that CA alone may sign the caller's certificate, as docs/security.md says."""
+    ours = pki.CertificateAuthority(tmp_path / "ours", name="webhook-client-ca")
+    system = pki.CertificateAuthority(tmp_path / "system", name="some-public-ca")
+    serving_ca = pki.CertificateAuthority(tmp_path / "serving", name="serving-ca")
+    serving = serving_ca.issue("webhook", "kubenova-webhook", hosts=("127.0.0.1",))
+    name = "kube-apiserver-webhook-client"
+    genuine = ours.issue("client", name, client=True)
+    impostor = system.issue("client", name, client=True)
+    # The machine's default trust store, as OpenSSL finds it: this CA only.
+    monkeypatch.setenv("SSL_CERT_FILE", str(system.cert_path))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    auth = server.ClientAuth(ours.cert_path, frozenset({name}))
+    tls = server.tls(serving.cert, serving.key, ours.cert_path)
+
+    assert asyncio.run(_review_over_tls(tls, genuine, serving_ca.cert_path, auth)) == 200
+    with pytest.raises(aiohttp.ClientError):
+        asyncio.run(_review_over_tls(tls, impostor, serving_ca.cert_path, auth))
