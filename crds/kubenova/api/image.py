@@ -285,7 +285,8 @@ class ImportReport:
     event: ImportEvent
     host: str
     reason: str = ""
-    """For FAILED: ChecksumMismatch, Unreachable, HTTPError, BadFormat, ConversionFailed, DiskError."""
+    """For FAILED: ChecksumMismatch, Unreachable, HTTPError, BadFormat, ConversionFailed or
+    DiskError."""
     message: str = ""
     size: int = 0
     sha256: str = ""
