@@ -214,3 +214,16 @@ def test_the_log_summary_counts_warnings_and_errors_by_message() -> None:
         "warning: lease renewal failed: ": 2,
         "error: binding bench/o-3 failed": 1,
     }
+
+
+def test_the_last_write_time_is_the_latest_managed_fields_stamp() -> None:
+    obj = {
+        "metadata": {
+            "managedFields": [
+                {"manager": "bench", "time": "2026-12-01T12:00:00Z"},
+                {"manager": "kube-scheduler", "time": "2026-12-01T12:00:07Z"},
+            ]
+        }
+    }
+    assert pb.last_write_time(obj) == NOW.replace(second=7, microsecond=0).timestamp()
+    assert pb.last_write_time({"metadata": {}}) is None
