@@ -317,3 +317,49 @@ def test_an_image_is_pre_cached_on_the_hosts_of_a_pool_without_any_vm(
         assert len(image_server.gets("/pre.qcow2")) == 1
     finally:
         env.cluster.kubectl("delete", "resourcepool", pool, "--wait=false")
+
+
+def test_the_operator_lists_every_host_holding_an_image_and_drops_a_deleted_one(
+    env: Env,
+    image_server: ImageServer,
+    test_host: Path,
+    tmp_path: Path,
+    operators: Operators,
+) -> None:
+    data = qcow2(tmp_path / "two.qcow2")
+    url, sha = image_server.add("/two.qcow2", data)
+    pool = f"pool2-{env.ns}"
+    body = {
+        "apiVersion": constants.API_VERSION,
+        "kind": "ResourcePool",
+        "metadata": {"name": pool},
+        "spec": {"hostSelector": {"matchLabels": {"kubenova.io/class": f"two-{env.ns}"}}},
+    }
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    try:
+        operators.start("op-holders")
+        name = env.image(url=url, sha256=sha, preCache={"pools": [pool]})
+        hosts = sorted(unique_host() for _ in range(2))
+        agents = []
+        for h in hosts:
+            store = tmp_path / f"store-{h}"
+            store.mkdir()
+            settings = {
+                "KUBENOVA_STORAGE": "files",
+                "KUBENOVA_IMAGE_DIR": str(store),
+                "KUBENOVA_STATE_DIR": str(tmp_path / h),
+                "KUBENOVA_HOST_LABELS": f"kubenova.io/class=two-{env.ns}",
+            }
+            agents.append(env.agents.start(h, f"test://{test_host}", **settings))
+        wait_for("both hosts in status.hosts", lambda: (
+            (s := _image_status(env.cluster, name)).get("hosts") == hosts and s["hostCount"] == 2
+        ), 60)  # fmt: skip
+        assert len(image_server.gets("/two.qcow2")) == 2, "one download per host"
+        agents[1].stop()
+        env.cluster.kubectl("delete", "hosts.kubenova.io", hosts[1])
+        wait_for("the deleted host dropped", lambda: (
+            (s := _image_status(env.cluster, name)).get("hosts") == hosts[:1]
+            and s["hostCount"] == 1
+        ))  # fmt: skip
+    finally:
+        env.cluster.kubectl("delete", "resourcepool", pool, "--wait=false")
