@@ -275,4 +275,6 @@ def test_uninstall_leaves_only_the_crds(release: NodeCluster) -> None:
     assert not [p for p in _pods(nc)], "pods left in the namespace"
     crds = nc.kubectl("get", "crd", "-o", "name").stdout.split()
     kubenova = sorted(c for c in crds if c.endswith(".kubenova.io"))
-    assert len(kubenova) == 6, kubenova
+    shipped = sorted(f"customresourcedefinition.apiextensions.k8s.io/{f.stem}"
+                     for f in (CHART / "crds").glob("*.kubenova.io.yaml"))  # fmt: skip
+    assert kubenova == shipped
