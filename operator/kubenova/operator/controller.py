@@ -289,6 +289,12 @@ class Controller:
         seen = set()
         async for page in self._pages("virtualmachines"):
             for item in page:
+                meta = item["metadata"]
+                key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+                known = self.world.records.get(key)
+                if known is not None and known.resource_version == meta.get("resourceVersion"):
+                    seen.add(key)  # a warm standby's copy is this very version: nothing to redo
+                    continue
                 vm = self.parse_vm(item)
                 if vm is not None:
                     seen.add(vm_key(vm))
@@ -539,13 +545,21 @@ class Controller:
     async def _label_host(
         self, vm: VirtualMachine, host: str, rv: str, trace_id: str | None = None
     ) -> None:
-        """The label is derived from status.host, so it is safe to retry on conflicts."""
+        """The label is derived from status.host, so it is safe to retry on conflicts. The
+        domain-cleanup finalizer rides along when it is missing: a VM gets it when it is bound,
+        in the same write as the label its agent selects on (no separate write per VM)."""
         meta: dict[str, Any] = {"labels": {constants.LABEL_HOST: host}}
         if trace_id and constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
             meta["annotations"] = {constants.ANNOTATION_TRACE_ID: trace_id}
+        fins = list(vm.metadata.finalizers)
+        deleting = vm.metadata.deletion_timestamp is not None
         for _ in range(5):
+            patch = {"resourceVersion": rv, **meta}
+            if not deleting and constants.VM_FINALIZER not in fins:
+                # A merge patch replaces the list: it is the one read with `rv`.
+                patch["finalizers"] = [*fins, constants.VM_FINALIZER]
             try:
-                await self._patch_meta(vm, {"resourceVersion": rv, **meta})
+                await self._patch_meta(vm, patch)
                 return
             except ApiException as e:
                 if e.status != 409:
@@ -561,6 +575,8 @@ class Controller:
                 if fresh.get("status", {}).get("host") != host:
                     return  # someone else decided since; their label wins
                 rv = fresh["metadata"]["resourceVersion"]
+                fins = list(fresh["metadata"].get("finalizers") or [])
+                deleting = fresh["metadata"].get("deletionTimestamp") is not None
         log.error("could not label %s with host %s after 5 conflicts", vm_key(vm), host)
 
     async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
@@ -649,7 +665,7 @@ class Controller:
                             "labels": {constants.LABEL_HOST: None},
                         },
                     )
-                elif not deleting and constants.VM_FINALIZER not in fins:
+                elif host and not deleting and constants.VM_FINALIZER not in fins:
                     meta: dict[str, Any] = {
                         "resourceVersion": vm.metadata.resource_version,
                         "finalizers": [*fins, constants.VM_FINALIZER],

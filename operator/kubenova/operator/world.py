@@ -130,8 +130,9 @@ def status_patch(
 
 def needs_metadata_write(vm: VirtualMachine) -> bool:
     """Whether the leader's metadata pass has something to do for this VM: its host label to
-    set or take off, the finalizer to add or (never bound) remove, the quota to give back, or
-    the Deleting phase to write. The pass visits only these VMs, not every VM each second."""
+    set or take off, the finalizer to add (bound) or remove (never bound), the quota to give
+    back, or the Deleting phase to write. The pass visits only these VMs, not every VM each
+    second."""
     fins = vm.metadata.finalizers
     deleting = vm.metadata.deletion_timestamp is not None
     host = vm.status.host
@@ -141,7 +142,8 @@ def needs_metadata_write(vm: VirtualMachine) -> bool:
     if not host and label is not None:
         return True
     if not deleting:
-        return constants.VM_FINALIZER not in fins
+        # Bound VMs only: a pending VM gets its finalizer with its host label, when bound.
+        return bool(host) and constants.VM_FINALIZER not in fins
     if fins == [constants.QUOTA_FINALIZER]:
         return True
     if not host:
