@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,41 @@ def test_only_the_client_ca_is_trusted_not_the_machines_default_cas(
     assert asyncio.run(_review_over_tls(tls, genuine, serving_ca.cert_path, auth)) == 200
     with pytest.raises(aiohttp.ClientError):
         asyncio.run(_review_over_tls(tls, impostor, serving_ca.cert_path, auth))
+
+
+def test_the_server_hands_out_no_session_tickets(tmp_path: Path) -> None:
+    """The API server never resumes a TLS session with a webhook (its client keeps no session
+    cache), so a ticket would only cost each new connection CPU."""
+    ca = pki.CertificateAuthority(tmp_path / "ca", name="serving-ca")
+    serving = ca.issue("webhook", "kubenova-webhook", hosts=("127.0.0.1",))
+
+    async def run() -> tuple[bool, int]:
+        runner = web.AppRunner(server.app(StubAdmission()))
+        await runner.setup()
+        port = cluster.free_port()
+        await web.TCPSite(
+            runner, "127.0.0.1", port, ssl_context=server.tls(serving.cert, serving.key)
+        ).start()
+        try:
+            return await asyncio.to_thread(_ticket_after_one_request, port, ca.cert_path)
+        finally:
+            await runner.cleanup()
+
+    has_ticket, status = asyncio.run(run())
+    assert status == 200
+    assert not has_ticket
+
+
+def _ticket_after_one_request(port: int, ca: Path) -> tuple[bool, int]:
+    """Whether the server sent a session ticket by the end of one /healthz exchange."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := tls.recv(4096):
+            reply += chunk
+        session = tls.session
+        return bool(session is not None and session.has_ticket), int(reply.split()[1])
