@@ -61,6 +61,10 @@ JSON_PATCH = "application/json-patch+json"
 ACTOR = "operator"
 LIST_PAGE = 500
 """Objects per page of the leader's initial lists."""
+WRITE_TIMEOUT = 15.0
+"""Seconds a VM write may wait for its answer. Without one, a write whose connection was cut
+after it landed (a retried PATCH through a faulty network) could wait forever and hold its
+bind; timed out, it is retried and answered 409, which the bind settles by reading the VM."""
 
 
 @dataclass(frozen=True)
@@ -523,6 +527,7 @@ class Controller:
                 vm.metadata.name,
                 ops,
                 _content_type=JSON_PATCH,
+                _request_timeout=WRITE_TIMEOUT,
             )
         except ApiException as e:
             if e.status == 422:
@@ -540,6 +545,7 @@ class Controller:
             vm.metadata.name,
             {"metadata": meta},
             _content_type=MERGE,
+            _request_timeout=WRITE_TIMEOUT,
         )
 
     async def _label_host(
