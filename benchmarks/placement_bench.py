@@ -359,13 +359,18 @@ def log_summary(text: str) -> Counter[str]:
 
 
 def last_write_time(obj: dict[str, Any]) -> float | None:
-    """When the object was last written, as the API server stamped it in managedFields (whole
-    seconds), as a Unix time; None without managedFields."""
-    times = [m.get("time") for m in (obj.get("metadata") or {}).get("managedFields") or []]
+    """When the object was last written, as the API server stamped it (whole seconds), as a
+    Unix time: the latest managedFields entry or condition transition (a Pod's binding adds no
+    managedFields entry, but sets its PodScheduled condition). None without either."""
+    meta = obj.get("metadata") or {}
+    times = [m.get("time") for m in meta.get("managedFields") or []]
+    times += [
+        c.get("lastTransitionTime") for c in (obj.get("status") or {}).get("conditions") or []
+    ]
     stamps = [
         dt.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
         for t in times
-        if isinstance(t, str)
+        if isinstance(t, str) and len(t) == 20
     ]
     return max(stamps, default=None)
 

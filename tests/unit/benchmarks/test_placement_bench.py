@@ -227,3 +227,19 @@ def test_the_last_write_time_is_the_latest_managed_fields_stamp() -> None:
     }
     assert pb.last_write_time(obj) == NOW.replace(second=7, microsecond=0).timestamp()
     assert pb.last_write_time({"metadata": {}}) is None
+
+
+def test_a_pods_binding_time_is_its_scheduled_condition() -> None:
+    pod = {
+        "metadata": {"managedFields": [{"manager": "bench", "time": "2026-12-01T12:00:00Z"}]},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": "2026-12-01T12:02:03Z",
+                }
+            ]
+        },
+    }
+    assert pb.last_write_time(pod) == NOW.replace(minute=2, second=3, microsecond=0).timestamp()
