@@ -441,6 +441,8 @@ class SideResult:
     lease_renewals_per_s: float = float("nan")
     watch_lag_s: float = float("nan")
     """The worst delay between a binding's write and the benchmark's watch seeing it."""
+    last_lag_s: float = float("nan")
+    """That delay for the last binding: how much of "all bound" is the watch's own lag."""
     machine_busy_cores: float = float("nan")
     others_cores: float = float("nan")
     notes: list[str] = field(default_factory=list)
@@ -491,6 +493,7 @@ def render_table(results: Sequence[SideResult]) -> str:
         ("objects created before the start in", lambda r: _f(r.created_s, ".1f", " s")),
         ("Lease renewals/s (load generator)", lambda r: _f(r.lease_renewals_per_s, ".0f")),
         ("benchmark's watch: worst lag", lambda r: _f(r.watch_lag_s, ".0f", " s")),
+        ("  at the last bind", lambda r: _f(r.last_lag_s, ".0f", " s")),
         ("machine busy (of 2 cores)", lambda r: _f(r.machine_busy_cores, ".2f", " cores")),
         ("  of which not this benchmark's", lambda r: _f(r.others_cores, ".2f", " cores")),
     ]
@@ -1041,6 +1044,7 @@ class Side:
             ended = max(watch.bound.values(), default=time.monotonic())
             r.bound = len(watch.bound)
             r.watch_lag_s = watch.worst_lag_s
+            r.last_lag_s = watch.lag_s
             r.all_bound_s = ended - t_start
             r.scheduler_cpu_s = cpu_seconds(scheduler.pid)
             r.apiserver_cpu_s = cpu_seconds(apiserver) - api0
