@@ -27,6 +27,7 @@ from kubenova.node_agent import simulate
 from kubenova.webhooks import registration
 from tests.e2e.bind import flavor_yaml, phase, vm, vm_yaml
 from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.imageserver import ImageServer, qcow2
 from tests.fixtures.libvirt import Agents, unique_host
 from tests.fixtures.operator import Operators
 from tests.fixtures.webhook import Process
@@ -220,6 +221,7 @@ def test_every_dashboard_query_returns_data_from_the_real_components(
     agents: Agents,
     admission: AdmissionServer,
     prometheus_binary: Path,
+    image_server: ImageServer,
     tmp_path: Path,
 ) -> None:
     ns = namespace
@@ -236,6 +238,31 @@ def test_every_dashboard_query_returns_data_from_the_real_components(
             KUBENOVA_HOST_LABELS=f"metrics-e2e={ns}", KUBENOVA_HOST_DISK="1Ti",
             KUBENOVA_METRICS_PORT=str(agent_ports[i]), KUBENOVA_ORPHAN_GRACE_SECONDS="1",
         )  # fmt: skip
+    # A third host, in a pool of its own, with an image cache: the pool pre-caches one good
+    # VMImage and one whose checksum is wrong (an import, a failure, a cache that holds one).
+    image_host, image_pool = unique_host("img"), f"{ns}-images"
+    url, sha = image_server.add("/dash.qcow2", qcow2(tmp_path / "dash.qcow2"))
+    images = {f"{ns}-good": sha, f"{ns}-bad": "0" * 64}
+    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": constants.API_VERSION, "kind": "ResourcePool",
+        "metadata": {"name": image_pool},
+        "spec": {"hostSelector": {"matchLabels": {"metrics-e2e-images": ns}}},
+    }))  # fmt: skip
+    for name, checksum in images.items():
+        test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": constants.API_VERSION, "kind": "VMImage", "metadata": {"name": name},
+            "spec": {"url": url, "sha256": checksum, "preCache": {"pools": [image_pool]}},
+        }))  # fmt: skip
+    (tmp_path / "images").mkdir()
+    (tmp_path / f"{image_host}.xml").write_text(
+        simulate.host_xml(simulate.HostShape(image_host, cpus=4, memory_gib=8))
+    )
+    agent_ports.append(cluster.free_port())
+    agents.start(
+        image_host, f"test://{tmp_path / f'{image_host}.xml'}",
+        KUBENOVA_HOST_LABELS=f"metrics-e2e-images={ns}", KUBENOVA_STORAGE="files",
+        KUBENOVA_IMAGE_DIR=str(tmp_path / "images"), KUBENOVA_METRICS_PORT=str(agent_ports[-1]),
+    )  # fmt: skip
     replicas = [operators.start(f"op-{i}") for i in (1, 2)]
     prom = _start_prometheus(
         prometheus_binary,
@@ -305,3 +332,5 @@ def test_every_dashboard_query_returns_data_from_the_real_components(
     finally:
         prom.proc.terminate()
         prom.proc.wait(15)
+        test_cluster.kubectl("delete", "vmimages.kubenova.io", *images, "--wait=false")
+        test_cluster.kubectl("delete", "resourcepool", image_pool, "--wait=false")

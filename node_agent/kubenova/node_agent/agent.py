@@ -65,6 +65,7 @@ class Agent:
         # VMImages are fetched only where the agent makes files (not on simulated hosts).
         self.images: images.Images | None = None
         if cfg.manage_storage:
+            metrics.init_image_cache(cfg.host)
             cache = ImageCache(
                 cfg.domains.image_dir, cfg.host, cfg.image_cache_bytes, needed=self._boot_names
             )

@@ -57,3 +57,14 @@ IMAGE_EVICTIONS = Counter(
     "Images evicted from the host's cache to keep within its size limit.",
     ["host"],
 )
+
+
+def init_image_cache(host: str) -> None:
+    """Export the image cache's series at zero from the start, so a dashboard shows "no
+    downloads, no evictions" rather than no data on a host that has imported nothing yet."""
+    IMAGE_BYTES.labels(host)
+    IMAGE_EVICTIONS.labels(host)
+    IMAGE_CACHE_BYTES.labels(host)
+    IMAGE_CACHE_IMAGES.labels(host)
+    for result in ("ok", "failed"):
+        IMAGE_IMPORT_SECONDS.labels(host, result)
