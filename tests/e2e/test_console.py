@@ -26,7 +26,7 @@ import yaml
 from tests.e2e.bind import bind, phase
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.console import Console
-from tests.fixtures.libvirt import TINY_KERNEL, Agents, unique_host
+from tests.fixtures.libvirt import TINY_KERNEL, Agents, start_qemu_guest
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 
@@ -122,26 +122,10 @@ def test_a_user_attaches_to_the_tiny_guest_through_the_api_server(
     tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
-    host = unique_host("con")
     state = tmp_path / "domains"
-    flavor = f"tiny-{namespace}"
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "Flavor", "metadata": {"name": flavor},
-        "spec": {"vcpus": 1, "memory": "128Mi", "disk": "1Gi"},
-    }))  # fmt: skip
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "VirtualMachine",
-        "metadata": {"name": "tiny", "namespace": namespace},
-        "spec": {
-            "flavor": flavor,
-            "terminationGracePeriodSeconds": 30,
-            "boot": {"kernel": {"name": TINY_KERNEL, "cmdline": "console=ttyS0 quiet panic=-1"}},
-        },
-    }))  # fmt: skip
-    agents.start(
-        host, "qemu:///system",
-        KUBENOVA_DOMAIN_TYPE="qemu", KUBENOVA_STORAGE="files", KUBENOVA_STATE_DIR=str(state),
-        KUBENOVA_IMAGE_DIR=str(tiny_image_store), **console.agent_env(),
+    host = start_qemu_guest(
+        test_cluster, namespace, agents, tiny_image_store, state, "tiny", TINY_KERNEL,
+        agent_env=console.agent_env(),
     )  # fmt: skip
     bind(test_cluster, namespace, "tiny", host)
     wait_for("tiny Running", lambda: phase(test_cluster, namespace, "tiny") == "Running", 90)

@@ -18,7 +18,7 @@ import yaml
 
 from tests.e2e.bind import bind, phase
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.libvirt import Agents, unique_host
+from tests.fixtures.libvirt import Agents, start_qemu_guest
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 
@@ -82,29 +82,14 @@ def test_the_guest_reads_the_ssh_keys_from_its_seed_and_new_keys_at_the_next_boo
     seed_guest_store: Path,
     tmp_path: Path,
 ) -> None:
-    host = unique_host("seed")
     state = tmp_path / "domains"
-    flavor = f"seed-{namespace}"
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "Flavor", "metadata": {"name": flavor},
-        "spec": {"vcpus": 1, "memory": "192Mi", "disk": "1Gi"},
-    }))  # fmt: skip
     _secret(test_cluster, namespace, KEY_A)
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "VirtualMachine",
-        "metadata": {"name": "guest", "namespace": namespace},
-        "spec": {
-            "flavor": flavor,
-            "terminationGracePeriodSeconds": 5,
-            "boot": {"kernel": {"name": KERNEL, "cmdline": "console=ttyS0 quiet panic=-1"}},
+    host = start_qemu_guest(
+        test_cluster, namespace, agents, seed_guest_store, state, "guest", KERNEL,
+        memory="192Mi", grace=5, spec={
             "cloudInit": {"userData": "#cloud-config\nhostname: guest\n"},
             "accessCredentials": [{"sshPublicKey": {"source": {"secret": {"secretName": "keys"}}}}],
         },
-    }))  # fmt: skip
-    agents.start(
-        host, "qemu:///system",
-        KUBENOVA_DOMAIN_TYPE="qemu", KUBENOVA_STORAGE="files", KUBENOVA_STATE_DIR=str(state),
-        KUBENOVA_IMAGE_DIR=str(seed_guest_store),
     )  # fmt: skip
     bind(test_cluster, namespace, "guest", host)
     wait_for("guest Running", lambda: phase(test_cluster, namespace, "guest") == "Running", 60)

@@ -5,7 +5,6 @@ removes the domain and its folder."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from tests.e2e.bind import bind, phase, vm
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.libvirt import TINY_KERNEL, Agents, unique_host
+from tests.fixtures.libvirt import TINY_KERNEL, Agents, start_qemu_guest
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.e2e]
 
@@ -29,27 +28,10 @@ def test_a_tiny_guest_boots_stops_and_is_deleted_through_the_agent(
     tiny_image_store: Path,
     tmp_path: Path,
 ) -> None:
-    host = unique_host("qemu")
     state = tmp_path / "domains"
-    flavor = f"tiny-{namespace}"
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "Flavor", "metadata": {"name": flavor},
-        "spec": {"vcpus": 1, "memory": "128Mi", "disk": "1Gi"},
-    }))  # fmt: skip
-    test_cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "kubenova.io/v1alpha1", "kind": "VirtualMachine",
-        "metadata": {"name": "tiny", "namespace": namespace},
-        "spec": {
-            "flavor": flavor,
-            "terminationGracePeriodSeconds": 30,
-            "boot": {"kernel": {"name": TINY_KERNEL, "cmdline": "console=ttyS0 quiet panic=-1"}},
-        },
-    }))  # fmt: skip
-    agents.start(
-        host, "qemu:///system",
-        KUBENOVA_DOMAIN_TYPE="qemu", KUBENOVA_STORAGE="files", KUBENOVA_STATE_DIR=str(state),
-        KUBENOVA_IMAGE_DIR=str(tiny_image_store),
-    )  # fmt: skip
+    host = start_qemu_guest(
+        test_cluster, namespace, agents, tiny_image_store, state, "tiny", TINY_KERNEL
+    )
     t0 = time.monotonic()
     bind(test_cluster, namespace, "tiny", host)
     wait_for("tiny Running", lambda: phase(test_cluster, namespace, "tiny") == "Running", 60)
