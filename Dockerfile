@@ -46,9 +46,10 @@ RUN pip install --no-cache-dir --no-deps --target /opt/kubenova-app .
 
 FROM ${PYTHON_IMAGE}
 # libvirt0: the client library the agent's libvirt-python binds to (qemu:///system over the
-# host's socket, or the in-process test:/// driver).
+# host's socket, or the in-process test:/// driver). qemu-utils: qemu-img, which the agent runs
+# for every overlay (storage: files, the chart's default) and to check and convert images.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libvirt0 \
+ && apt-get install -y --no-install-recommends libvirt0 qemu-utils \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/* \
  && useradd --system --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin kubenova
 COPY --from=deps /opt/kubenova /opt/kubenova
