@@ -504,11 +504,18 @@ class World:
         if self.cache.flavors.get(name) == info:
             return  # a status write (vmCount), seen again: nothing to recount
         self.cache.upsert_flavor(info)
+        self._refill_pools_wanting(name)  # a pool seen before its flavor places its slots now
         self.recount_pending()
 
     def remove_flavor(self, name: str) -> None:
         self.flavors.pop(name, None)
         self.cache.remove_flavor(name)
+        self._refill_pools_wanting(name)  # its slots go back to their hosts
+
+    def _refill_pools_wanting(self, flavor: str) -> None:
+        for pool, state in sorted(self.cache.pools.items()):
+            if any(f == flavor for f, _ in state.info.reservations):
+                self.scheduler.refill_reservations(pool)
 
     def upsert_pool(self, pool: ResourcePool) -> None:
         name = pool.metadata.name

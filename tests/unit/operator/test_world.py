@@ -278,3 +278,27 @@ def test_an_image_arriving_in_a_host_cache_reaches_the_scores_but_wakes_no_parke
     assert w.queue.counts()["unschedulable"] == 50, "an image cannot make a VM fit"
     assert w.cache.hosts["h1"].info.images == {"debian-12": 3072}
     assert w.cache.image_hosts == {"debian-12": 1}
+
+
+def test_reservation_slots_are_placed_when_the_flavor_arrives_after_the_pool() -> None:
+    # The operator's watches run side by side: a pool that wants slots of a flavor may be
+    # seen before the flavor. The slot is placed when the flavor arrives, with no pool event.
+    w = World(clock=Clock())
+    w.upsert_lease("h1", HostLease(NOW, 40), NOW)
+    w.upsert_host(_host("h1", cpus=16, memory="16Gi"), NOW)
+    w.upsert_pool(_pool(reservations=[{"flavor": "f", "count": 1}]))
+    assert not any(a.slot for a in w.cache.allocations.values()), "no flavor yet: no slot"
+    w.upsert_flavor(
+        Flavor.parse(
+            {
+                "kind": "Flavor",
+                "metadata": {"name": "f"},
+                "spec": {"vcpus": 2, "memory": "4Gi", "disk": "10Gi"},
+            }
+        )
+    )
+    assert [a.flavor for a in w.cache.allocations.values() if a.slot] == ["f"]
+    assert w.cache.hosts["h1"].free_mem == 12288
+    w.remove_flavor("f")
+    assert not any(a.slot for a in w.cache.allocations.values()), "the flavor left: slot too"
+    assert w.cache.hosts["h1"].free_mem == 16384
