@@ -667,9 +667,9 @@ class Watchdog:
             listing = self.custom.list_cluster_custom_object(G, V, "flavors")["items"]
             self._flavors = {f["metadata"]["name"]: f["spec"] for f in listing}
         hosts = self.custom.list_cluster_custom_object(G, V, "hosts")["items"]
-        before = self._quota()
-        items = self.custom.list_namespaced_custom_object(G, V, NS, "virtualmachines")["items"]
+        items = self._vms()
         quota = self._quota()
+        after = self._vms() if quota is not None else []
         self.snapshots += 1
         cpu: Counter[str] = Counter()
         mem: Counter[str] = Counter()
@@ -699,26 +699,50 @@ class Watchdog:
         self._judge(self.NAMES[1], moved)
         self._judge(self.NAMES[2], extra)
         if quota is not None:
-            used = quota.get("status", {}).get("used", {})
-            # A deleted VM whose uid is in status.released has had its charge taken off (its
-            # domain is gone) and only waits for its finalizer to go: it no longer holds quota.
-            # A uid leaves status.released only once its VM is gone, so every uid seen there
-            # stays released: a VM listed just before its finalizer went, whose uid a release
-            # pruned just after, is not mistaken for one that holds a charge.
-            for q in (before, quota):
-                self.released.update((q or {}).get("status", {}).get("released") or [])
-            released = self.released
-            holding = [v for v in items if v["metadata"].get("uid") not in released]
-            vcpus = sum(self._flavors[v["spec"]["flavor"]]["vcpus"] for v in holding)
-            below = []
-            if used.get("vms", 0) < len(holding) or used.get("vcpus", 0) < vcpus:
-                deleting = [f"{v['metadata']['name']} {v['metadata'].get('finalizers', [])}"
-                            for v in holding if v["metadata"].get("deletionTimestamp")]  # fmt: skip
-                below.append(f"used vms={used.get('vms')} vcpus={used.get('vcpus')}; "
-                             f"exist {len(holding)} VMs, {vcpus} vCPUs (being deleted, not "
-                             f"released: {deleting}; {len(released)} uids released; quota "
-                             f"rv {quota['metadata']['resourceVersion']})")  # fmt: skip
-            self._judge(self.NAMES[3], below)
+            self._judge(self.NAMES[3], self._below(items, quota, after))
+
+    def _vms(self) -> list[dict[str, Any]]:
+        listing = self.custom.list_namespaced_custom_object(G, V, NS, "virtualmachines")
+        return list(listing["items"])
+
+    def _below(
+        self, items: list[dict[str, Any]], quota: dict[str, Any], after: list[dict[str, Any]]
+    ) -> list[str]:
+        """The VMs that surely held a charge when the quota was read, against its `used`.
+
+        Read in the order VMs, quota, VMs again. A VM in the first list was charged before
+        the quota was read (admission charges before the object exists). A VM that still
+        carries the quota finalizer in the second list had not let go of it when the quota
+        was read, so its uid cannot have been pruned from `status.released` yet: if it was
+        released, the quota read shows its uid there (a uid is pruned only after its VM drops
+        the finalizer, and a release and a prune can both fall between two snapshots). VMs in
+        transition between the reads are left to the next snapshot."""
+        self.released.update(quota.get("status", {}).get("released") or [])
+        still = {
+            v["metadata"].get("uid")
+            for v in after
+            if constants.QUOTA_FINALIZER in (v["metadata"].get("finalizers") or [])
+            or not v["metadata"].get("deletionTimestamp")
+        }
+        holding = [
+            v
+            for v in items
+            if v["metadata"].get("uid") in still and v["metadata"].get("uid") not in self.released
+        ]
+        used = quota.get("status", {}).get("used", {})
+        vcpus = sum(self._flavors[v["spec"]["flavor"]]["vcpus"] for v in holding)
+        if used.get("vms", 0) >= len(holding) and used.get("vcpus", 0) >= vcpus:
+            return []
+        deleting = [
+            f"{v['metadata']['name']} {v['metadata'].get('finalizers', [])}"
+            for v in holding
+            if v["metadata"].get("deletionTimestamp")
+        ]
+        return [
+            f"used vms={used.get('vms')} vcpus={used.get('vcpus')}; "
+            f"hold {len(holding)} VMs, {vcpus} vCPUs (being deleted, not released: {deleting}; "
+            f"{len(self.released)} uids released; quota rv {quota['metadata']['resourceVersion']})"
+        ]
 
     def finish(self) -> bool:
         """Stop, print each invariant with its checks and violations; True if none."""
