@@ -23,6 +23,13 @@ T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
+REQUEST_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+"""(connect, read) seconds for a call that names no `_request_timeout`. Without one, a
+connection that was accepted and never answered holds its worker thread for ever: every
+`call()` shares asyncio's default executor (a few threads on a small host), so a handful of
+such calls would stop every API call of the process, its heartbeats included. The read time
+matches the API server's own limit for a request that is not a watch (--request-timeout)."""
+
 
 def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     """A client from `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
@@ -61,7 +68,9 @@ async def call(
     max_delay: float = 5.0,
     **kwargs: Any,
 ) -> T:
-    """`fn(*args, **kwargs)` in a thread, retried on 429, 5xx and connection errors."""
+    """`fn(*args, **kwargs)` in a thread, retried on 429, 5xx and connection errors (a time
+    out among them); `fn` is an API method, bounded by REQUEST_TIMEOUT unless it says."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
     delay = base_delay
     for attempt in range(1, attempts + 1):
         try:
