@@ -102,8 +102,11 @@ class Component:
     cpu_total: float = 0.0
     """CPU seconds of earlier incarnations (restarts in the chaos run)."""
     peak_mib: float = 0.0
+    killed: bool = False
+    reported: bool = False
 
     def start(self) -> None:
+        self.killed = self.reported = False
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
@@ -121,7 +124,17 @@ class Component:
             self.cpu_total += cpu_seconds(self.pid)
             self.peak_mib = max(self.peak_mib, peak_rss_mib(self.pid))
 
+    def exited(self) -> int | None:
+        """The exit code of a process that ended on its own (not by `kill`), once."""
+        if self.proc is None or self.reported or self.killed:
+            return None
+        code = self.proc.poll()
+        if code is not None:
+            self.reported = True
+        return code
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.killed = True
         self.account()
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.pid, sig)
@@ -465,6 +478,15 @@ def main() -> None:
             break
         if chaos:
             chaos.tick()
+        for c in operators + agents + webhooks:
+            code = c.exited()
+            if code is not None:  # nothing restarts it: say so, with the end of its log
+                tail = c.log.read_text(errors="replace").splitlines()[-15:]
+                print(
+                    f"  {c.name} EXITED with code {code} at +{time.monotonic() - started:.0f} s;"
+                    " its log ends:\n    " + "\n    ".join(t[:300] for t in tail),
+                    flush=True,
+                )
         if created and created[0] > 0:
             print(f"  created {a.vms} VMs in {created[0]:.1f} s ({a.vms / created[0]:.0f}/s)",
                   flush=True)  # fmt: skip
@@ -477,8 +499,6 @@ def main() -> None:
     if proxy is not None:
         proxy.arm(False)  # the final checks read a settled cluster
     creator.join()
-    for c in comps:
-        c.account()
     writes = writes_for_vms(plane) - writes0 + (chaos.writes_before_restarts if chaos else 0)
 
     bound_lat = [timings.bound[n] - timings.created[n] for n in names if n in timings.bound]
