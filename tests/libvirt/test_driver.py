@@ -170,3 +170,44 @@ def test_define_and_start_latency_on_the_test_driver(
             f"max {max(took) * 1000:.2f} ms over {len(took)}"
         )
     assert statistics.median(took) < 0.1
+
+
+_TWO_LOOPS = """
+import asyncio, sys, time
+from pathlib import Path
+from kubenova.node_agent.libvirt_driver import LibvirtHypervisor
+from tests.libvirt.test_driver import _xml
+
+async def one(round: int) -> int:
+    events: list[str] = []
+    hv = LibvirtHypervisor(f"test://{sys.argv[1]}", host="lv-host")
+    await hv.open(events.append)
+    name = f"r{round}"
+    await hv.define(_xml(name, uid=f"00000000-0000-0000-0000-00000000000{round}"))
+    await hv.start(f"team-a_{name}")
+    deadline = time.monotonic() + 5
+    while events.count(f"team-a_{name}") < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await hv.close()
+    return events.count(f"team-a_{name}")
+
+print(asyncio.run(one(1)), asyncio.run(one(2)))
+"""
+
+
+def test_events_reach_a_second_event_loop_in_the_same_process(test_host: Path) -> None:
+    # libvirt's event loop is process-wide; the agent's asyncio loop need not be the first
+    # one the process ran (a restarted loop, a test run). Events follow the hypervisor's loop.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_LOOPS, str(test_host)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = (int(n) for n in proc.stdout.split())
+    assert first >= 2, "defined and started: two events on the first loop"
+    assert second >= 2, f"only {second} events reached the second loop"

@@ -2,9 +2,13 @@
 its untyped objects (`Any`) appear. Does I/O.
 
 Every blocking call runs in a worker thread, timed into `metrics.LIBVIRT_CALL_SECONDS`.
-libvirt's events run on the asyncio loop through `libvirtaio`, which must be registered before
-the first connection opens: `open()` does it once per process. A connection that dies (libvirtd
-restarted) is reopened on the next call and `on_reconnect` is told, so the agent resyncs.
+libvirt's events run in libvirt's own event loop, in a thread of its own, registered before the
+first connection opens (`open()` does it once per process); each callback is handed to the
+asyncio loop that opened the connection. libvirt calls its event hooks from whichever thread
+makes an API call, and ours run in worker threads: `libvirtaio` would then touch asyncio from
+those threads, which asyncio does not allow, and it binds events to the first loop the process
+ran. A connection that dies (libvirtd restarted) is reopened on the next call and
+`on_reconnect` is told, so the agent resyncs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import libvirt
-import libvirtaio
 
 from kubenova.node_agent import domain_xml, hostfacts, metrics
 from kubenova.node_agent.hypervisor import (
@@ -55,13 +58,21 @@ _event_impl_registered = False
 
 
 def register_event_loop() -> None:
-    """Run libvirt's events on the running asyncio loop (once per process, before any open)."""
+    """Start libvirt's own event loop in a daemon thread (once per process, before any open)."""
     global _event_impl_registered
     with _event_impl_lock:
         if not _event_impl_registered:
             libvirt.registerErrorHandler(_quiet, None)  # errors arrive as exceptions
-            libvirtaio.virEventRegisterAsyncIOImpl(loop=asyncio.get_running_loop())
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=_run_events, name="libvirt-events", daemon=True).start()
             _event_impl_registered = True
+
+
+def _run_events() -> None:
+    while True:
+        if libvirt.virEventRunDefaultImpl() < 0:
+            log.error("libvirt's event loop failed; running it again in 1 s")
+            time.sleep(1.0)
 
 
 def _quiet(_ctx: Any, _err: Any) -> None:
@@ -99,6 +110,8 @@ class LibvirtHypervisor:
         self._on_event: DomainEventHandler | None = None
         self._on_reconnect = on_reconnect
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop that opened the connection: libvirt's callbacks are handed to it."""
         self._cpu_sample: tuple[int, int] | None = None
         self._lost = False
 
@@ -106,6 +119,7 @@ class LibvirtHypervisor:
 
     async def open(self, on_event: DomainEventHandler) -> None:
         register_event_loop()
+        self._loop = asyncio.get_running_loop()
         self._on_event = on_event
         await self._connection()
 
@@ -139,11 +153,20 @@ class LibvirtHypervisor:
                     self._on_reconnect()
             return conn
 
+    def _soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run `fn(*args)` on the asyncio loop (we are in libvirt's event thread)."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under us
+                self._loop.call_soon_threadsafe(fn, *args)
+
     def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         if self._on_event is not None:
-            self._on_event(dom.name())
+            self._soon(self._on_event, dom.name())
 
     def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        self._soon(self._lost_connection, reason)
+
+    def _lost_connection(self, reason: int) -> None:
         log.warning("libvirt connection closed", extra={"uri": self.uri, "reason": reason})
         self._conn = None
         self._lost = True
