@@ -72,6 +72,7 @@ class Agent:
             self.images = images.Images(cache, self.kube, self.events, cfg.host)
             cache.on_change = self._report_soon
         self.reconciler.images = self.images
+        self.reconciler.heartbeat_fresh = self._heartbeat_fresh
         self._host_labels: dict[str, str] | None = None
         self._reports: set[asyncio.Task[None]] = set()
         self.migrations = migrations.Migrations(cfg, self.hv, self.kube, self.informer.get)
@@ -87,6 +88,9 @@ class Agent:
             )
             self.console = ConsoleEndpoint(cfg.host, cfg.domains, tls, self.informer.get)
         metrics.HEARTBEAT_AGE.labels(cfg.host).set_function(self._heartbeat_age)
+
+    def _heartbeat_fresh(self) -> bool:
+        return self._heartbeat_age() < self.cfg.lease_seconds  # NaN (never renewed): False
 
     def _heartbeat_age(self) -> float:
         if self._last_heartbeat is None:
@@ -278,7 +282,10 @@ class Agent:
         if record is None:
             log.warning("heartbeat Lease %s is held by another agent", self.cfg.lease_name)
             return
+        was_fresh = self._heartbeat_fresh()
         self._last_heartbeat = time.monotonic()
+        if not was_fresh and self.informer.synced.is_set():
+            self.resync()  # VMs left Unknown while the Lease had run out are reported back
 
     async def report(self) -> None:
         if self._facts is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,11 @@ class Reconciler:
         self._stopping: dict[str, dt.datetime] = {}
         self._seeded: set[str] = set()
         """Domains defined in the pass under way, whose seed needs no refresh at START."""
+        self.heartbeat_fresh: Callable[[], bool] = lambda: True
+        """Whether this host's heartbeat Lease was renewed within its duration (the agent's own
+        view). A VM the operator marked Unknown is reported back only then: while the Lease
+        stays expired the operator would mark it Unknown again at once, and the two would
+        take turns, each turn two history entries, until the Lease is renewed."""
 
     async def reconcile(self, raw: RawObject) -> Outcome:
         try:
@@ -302,6 +308,12 @@ class Reconciler:
         self, vm: VirtualMachine, event: Event, reason: str, fields: dict[str, Any]
     ) -> None:
         current = vm.status
+        if current.phase is VMPhase.UNKNOWN and not self.heartbeat_fresh():
+            log.info(
+                "VM %s stays Unknown until this host's heartbeat is renewed",
+                f"{vm.metadata.namespace}/{vm.metadata.name}",
+            )
+            return  # the agent resyncs every VM once its Lease is renewed
         now = dt.datetime.now(dt.UTC)
         new, made = self._observe(vm, event, reason, now)
         unchanged = (

@@ -3,6 +3,7 @@ becomes the phase, the conditions and one history entry, whoever the VM's last w
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -61,3 +62,28 @@ def test_a_guest_that_powered_itself_off_is_reported_as_such(
 ) -> None:
     off = make_domain(DomainState.SHUTOFF, StopCause.SHUTDOWN)
     assert decide.report(wish(strategy), off, stopping=False).event is event
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_vm_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self.patches.append(body)
+
+
+def test_a_vm_marked_unknown_is_reported_back_only_while_the_heartbeat_is_fresh() -> None:
+    # With the Lease run out the operator marks the VM Unknown again at once: reporting it
+    # back then would make the two take turns, two history entries a turn (seen in a chaos
+    # run: the Scheduled entry fell off the bounded history of 15 VMs).
+    kube = Recording()
+    r = Reconciler(from_env({"NODE_NAME": "h1"}), cast(Any, None), cast(Any, kube))
+    vm = make_vm(status={"phase": "Unknown", "host": "h1"})
+    r.heartbeat_fresh = lambda: False
+    asyncio.run(r._write(vm, Event.DOMAIN_RUNNING, "", {}))
+    assert kube.patches == []
+    r.heartbeat_fresh = lambda: True
+    asyncio.run(r._write(vm, Event.DOMAIN_RUNNING, "", {}))
+    (body,) = kube.patches
+    assert body["status"]["phase"] == "Running"
+    assert [h["action"] for h in body["status"]["history"]][-2:] == ["HostBack", "Started"]
