@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from kubenova.api import constants
+from kubenova.dev import faults
 from kubenova.dev.cluster import free_port
 from tests.e2e.bind import bind, flavor_yaml, phase, vm, vm_yaml
 from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.faultproxy import Proxy
 from tests.fixtures.libvirt import Agents, unique_host
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
@@ -129,3 +131,24 @@ def test_a_vm_whose_flavor_is_missing_fails_naming_the_flavor(
     assert failed is not None
     assert f"spec.flavor 'none-{namespace}' does not exist" in failed["status"]["reason"]
     test_cluster.kubectl("delete", "vm", "lost", "-n", namespace, "--timeout=30s")
+
+
+def test_an_agent_that_starts_while_the_api_server_fails_waits_for_it(
+    test_cluster: LocalCluster, agents: Agents, test_host: Path, fault_proxy: Proxy
+) -> None:
+    # Seen in a chaos run: the API server restarted while a freshly started agent process was
+    # still registering its Host; the start-up gave up after its retries and the process
+    # exited. An agent waits for the API server at start, as the kubelet does.
+    fault_proxy.rules(
+        faults.Rule(faults.Fault.UNAVAILABLE, resources=frozenset({"hosts"}), times=14)
+    )
+    host = unique_host()
+    agent = agents.start(host, f"test://{test_host}", KUBECONFIG=str(fault_proxy.kubeconfig()))
+
+    def registered() -> bool:
+        out = test_cluster.kubectl("get", "hosts.kubenova.io", host, check=False)
+        return out.returncode == 0
+
+    wait_for("the Host registered once the faults ran out", registered, timeout=120)
+    assert fault_proxy.counts().get("503", 0) == 14, fault_proxy.counts()
+    assert agent.alive(), agent.log_text()[-3000:]

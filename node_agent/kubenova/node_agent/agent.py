@@ -26,7 +26,14 @@ from kubenova.kube.events import EventRecorder
 from kubenova.node_agent import VERSION, decide, hostfacts, images, metrics, migrations, storage
 from kubenova.node_agent.config import AgentConfig
 from kubenova.node_agent.console import ConsoleEndpoint, ConsoleTLS
-from kubenova.node_agent.hypervisor import DomainState, HostFacts, Hypervisor, Load, Owner
+from kubenova.node_agent.hypervisor import (
+    DomainState,
+    HostFacts,
+    Hypervisor,
+    HypervisorError,
+    Load,
+    Owner,
+)
 from kubenova.node_agent.imagecache import ImageCache
 from kubenova.node_agent.kubeapi import KubeAPI, VMInformer
 from kubenova.node_agent.libvirt_driver import LibvirtHypervisor
@@ -129,9 +136,9 @@ class Agent:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        await self.hv.open(self._on_domain_event)
+        await self._until_done("connecting to libvirt", lambda: self.hv.open(self._on_domain_event))
         labels = {**self.cfg.labels, constants.LABEL_HOSTNAME: self.cfg.host}
-        await self.kube.ensure_host(labels)
+        await self._until_done("registering the Host", lambda: self.kube.ensure_host(labels))
         if self.images is not None:
             await asyncio.to_thread(self.images.cache.load)
         if self.cfg.manage_storage:  # qemu makes each VM's serial socket in it
@@ -159,6 +166,24 @@ class Agent:
             if self.console is not None:
                 await self.console.stop()
             await self.hv.close()
+
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """A start-up step waits for libvirt and the API server (as the kubelet waits for the
+        API server) instead of ending the process after a few retries: an agent started while
+        the API server restarts would otherwise exit, and in a DaemonSet wait out a growing
+        crash-loop back-off. Errors that are not transient (a refused permission) still end
+        it."""
+        delay = 1.0
+        while True:
+            try:
+                await step()
+                return
+            except Exception as e:
+                if not (client.transient(e) or isinstance(e, HypervisorError)):
+                    raise
+                log.warning("%s failed, trying again in %.0f s: %s", what, delay, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

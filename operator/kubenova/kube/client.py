@@ -43,6 +43,13 @@ def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     return cast(kubernetes.client.ApiClient, config.new_client_from_config(config_file=kubeconfig))
 
 
+def transient(e: BaseException) -> bool:
+    """An error worth trying again later: the API server busy, failing or out of reach."""
+    if isinstance(e, ApiException):
+        return e.status in RETRY_STATUSES
+    return isinstance(e, urllib3.exceptions.HTTPError | ConnectionError)
+
+
 def is_conflict(e: BaseException) -> bool:
     return isinstance(e, ApiException) and e.status == 409
 
