@@ -3,28 +3,13 @@ metrics between two scrapes, and how it sums up py-spy's stacks."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.unit.benchmarks import load
 
 pytestmark = pytest.mark.unit
 
-
-def _load() -> ModuleType:
-    path = ROOT / "benchmarks" / "admission_bench.py"
-    spec = importlib.util.spec_from_file_location("admission_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load("admission_bench")
 
 MUTATE = '{kind="VirtualMachine",operation="CREATE",webhook="mutate"}'
 SCRAPE = f"""# HELP kubenova_webhook_admission_seconds Time to answer one admission review.

@@ -4,32 +4,20 @@ it creates, and how it reads kube-apiserver's metrics, /proc and py-spy's stacks
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import math
-import sys
 from collections import Counter
-from types import ModuleType
 
 import pytest
 
 from kubenova.api.host import HostPhase, HostStatus
 from kubenova.api.vm import VirtualMachine
 from tests.conftest import ROOT
+from tests.unit.benchmarks import load
 
 pytestmark = pytest.mark.unit
 
 
-def _load() -> ModuleType:
-    path = ROOT / "benchmarks" / "placement_bench.py"
-    spec = importlib.util.spec_from_file_location("placement_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-pb = _load()
+pb = load("placement_bench")
 NOW = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
 

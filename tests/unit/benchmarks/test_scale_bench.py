@@ -3,30 +3,16 @@ shortfall and must not see one in a release and prune that fall between two of i
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from kubenova.api import constants
-from tests.conftest import ROOT
+from tests.unit.benchmarks import load
 
 pytestmark = pytest.mark.unit
 
-
-def _load() -> ModuleType:
-    path = ROOT / "benchmarks" / "scale_bench.py"
-    spec = importlib.util.spec_from_file_location("scale_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load("scale_bench")
 
 
 def _vm(name: str, *finalizers: str, deleting: bool = False) -> dict[str, Any]:
