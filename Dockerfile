@@ -37,6 +37,7 @@ RUN pip uninstall -y -q pip setuptools \
 FROM build AS app
 COPY pyproject.toml README.md ./
 COPY crds/kubenova ./crds/kubenova
+COPY common/kubenova ./common/kubenova
 COPY operator/kubenova ./operator/kubenova
 COPY node_agent/kubenova ./node_agent/kubenova
 COPY webhooks/kubenova ./webhooks/kubenova

@@ -1301,7 +1301,15 @@ class KubenovaSide(Side):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = ("crds", "operator", "node_agent", "webhooks", "hack")
+SOURCE_ROOTS = ("crds", "common", "operator", "node_agent", "webhooks", "hack")
+"""The source roots of the namespace package `kubenova` (older commits lack `common`)."""
+
+
+def _roots_at(sha: str) -> list[str]:
+    top = subprocess.check_output(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", sha], text=True
+    )
+    return [r for r in SOURCE_ROOTS if r in top.split()]
 
 
 def export_source(rev: str, dest: Path) -> str:
@@ -1312,7 +1320,7 @@ def export_source(rev: str, dest: Path) -> str:
 
     sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", rev], text=True).strip()
     tar = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", sha, "--", *SOURCE_ROOTS],
+        ["git", "-C", str(ROOT), "archive", "--format=tar", sha, "--", *_roots_at(sha)],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     dest.mkdir(parents=True)
@@ -1326,7 +1334,9 @@ def source_env(src: Path | None) -> dict[str, str]:
     kubenova is a namespace package, so the exported roots placed first on the path win."""
     env = dict(os.environ)
     if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(str(src / r) for r in SOURCE_ROOTS)
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(src / r) for r in SOURCE_ROOTS if (src / r).is_dir()
+        )
     return env
 
 
