@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
@@ -49,3 +50,12 @@ pytest_plugins = [
     "tests.fixtures.console",
     "tests.fixtures.imageserver",
 ]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (`item.rep_call`), so that a fixture can tell
+    at teardown whether its test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
