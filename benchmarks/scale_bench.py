@@ -529,7 +529,10 @@ def main() -> None:
         if proxy is not None:
             print(f"  {proxy.report()}")
         expected = a.vms + len(chaos.canaries) - len(chaos.deleted)
-        ok = check_invariants(custom, expected, not a.no_webhooks)
+        # The settled state: long enough for a quota recount (every 60 s) after the faults
+        # stop, which heals a charge whose create failed after admission (the API server
+        # restarting under a create).
+        ok = check_invariants(custom, expected, not a.no_webhooks, settle=90.0)
         assert watchdog is not None
         ok = watchdog.finish() and ok
     else:
@@ -944,10 +947,15 @@ def _invariants(custom: Any, vms: int, quota: bool) -> list[tuple[str, bool, str
     out.append(("every VM reached its desired state (Running)", len(running) == vms == len(items),
                 f"{len(running)} Running of {len(items)} objects, {vms} created"))  # fmt: skip
 
-    def binds(v: dict[str, Any]) -> int:
-        return [h["action"] for h in v.get("status", {}).get("history", [])].count("Scheduled")
+    def bound_badly(v: dict[str, Any]) -> bool:
+        """Bound other than once. The history keeps the last MAX_HISTORY entries: in a full
+        one the bind may have fallen off (a VM that went Unknown and back a few times), and
+        only a second bind still shows; that a binding never moved is checked all along."""
+        history = v.get("status", {}).get("history", [])
+        n = [h["action"] for h in history].count("Scheduled")
+        return n > 1 if len(history) >= constants.MAX_HISTORY else n != 1
 
-    twice = [v["metadata"]["name"] for v in items if binds(v) != 1]
+    twice = [v["metadata"]["name"] for v in items if bound_badly(v)]
     out.append(("every VM was bound exactly once", not twice, f"{len(twice)} bound != 1 time"
                 + (f", e.g. {twice[:3]}" if twice else "")))  # fmt: skip
 
