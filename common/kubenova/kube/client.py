@@ -83,7 +83,7 @@ async def call(
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ApiException as e:
-            if e.status not in RETRY_STATUSES or attempt == attempts:
+            if not transient(e) or attempt == attempts:
                 raise
             wait = _retry_after(e) or delay
             log.warning("API %s, retrying in %.2fs", e.status, wait, extra={"attempt": attempt})
