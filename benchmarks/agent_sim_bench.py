@@ -108,8 +108,7 @@ def main() -> None:
             name, host = f"vm-{i}", hosts[i % a.hosts]
             custom.create_namespaced_custom_object(G, V, "bench", "virtualmachines", {
                 "apiVersion": constants.API_VERSION, "kind": "VirtualMachine",
-                "metadata": {"name": name, "labels": {constants.LABEL_HOST: host},
-                             "finalizers": [constants.VM_FINALIZER]},
+                "metadata": {"name": name, "finalizers": [constants.VM_FINALIZER]},
                 "spec": {"flavor": "bench", "boot": {"image": "x.qcow2"}},
             })  # fmt: skip
             created[name] = time.monotonic()

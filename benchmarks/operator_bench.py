@@ -133,8 +133,6 @@ def vm_body(i: int, host: str | None, rv: int) -> dict[str, Any]:
     else:
         status["reason"] = "0/1000 hosts: 1000 insufficient memory"
     labels = {"app": "web", "tier": "frontend"}
-    if host:
-        labels[constants.LABEL_HOST] = host
     return {
         "apiVersion": "kubenova.io/v1alpha1",
         "kind": "VirtualMachine",

@@ -16,7 +16,9 @@ nothing taints the Nodes):
      kubenova-host-<host>` as the agent does), one PUT each with the last resourceVersion;
   3. M objects of the same mix (60 % 1 vCPU / 2 GiB, 30 % 2 / 4 GiB, 10 % 4 / 8 GiB), all
      created before the scheduler starts: Pods, or VirtualMachines in a pool with three
-     Flavors (no webhooks on this side: nothing admits the VMs but the API server's schema);
+     Flavors (no webhooks on this side: nothing admits the VMs but the API server's schema,
+     so each VM is created as kubenova's mutating webhook leaves one, with its trace id and
+     domain-cleanup finalizer; a kube-scheduler Pod needs neither);
   4. the scheduler starts — kube-scheduler of the control plane's own Kubernetes release, its
      client qps / burst lifted as `scheduler_perf` does, or one real operator replica
      (`python -m kubenova.operator`) — and is timed until a watch has seen every object bound
@@ -235,10 +237,17 @@ def pool_body(policy: str) -> dict[str, Any]:
 
 
 def vm_body(name: str, size: Size) -> dict[str, Any]:
+    """A VM as the mutating webhook leaves it (no quota here, so no charge): what a user
+    writes, plus a trace id and the domain-cleanup finalizer, given at create."""
     return {
         "apiVersion": constants.API_VERSION,
         "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "annotations": {constants.ANNOTATION_TRACE_ID: f"bench-{name}"},
+            "finalizers": [constants.VM_FINALIZER],
+        },
         "spec": {"flavor": size.flavor, "pool": POOL, "boot": {"image": "base.qcow2"}},
     }
 
@@ -925,6 +934,7 @@ class Run:
     takeover: bool
     profile: bool
     background_s: float
+    apiserver_profile_s: float = 0.0
 
     @property
     def mix(self) -> list[Size]:
@@ -947,7 +957,10 @@ class Side:
         self.name = name or self.kind
         self.folder = run.folder / self.name
         self.folder.mkdir(parents=True)
-        self.plane = cluster.ControlPlane(self.folder / "cp", run.bin_dir, die_with_parent=True)
+        self.plane = cluster.ControlPlane(
+            self.folder / "cp", run.bin_dir, die_with_parent=True,
+            profiling=bool(run.apiserver_profile_s),
+        )  # fmt: skip
         self.result = SideResult(self.name, run.hosts, run.vms)
         self.api: Api | None = None
         self.load: LeaseLoad | None = None
@@ -1028,6 +1041,11 @@ class Side:
             t_start = time.monotonic()
             scheduler = self.start_scheduler()
             profiler = self._profile(scheduler.pid) if run.profile and self.profiled else None
+            go_profile = (
+                asyncio.create_task(self._apiserver_profile(api, run.apiserver_profile_s))
+                if run.apiserver_profile_s
+                else None
+            )
             last_report = t_start
             while len(watch.bound) < run.vms:
                 now = time.monotonic()
@@ -1065,6 +1083,8 @@ class Side:
                 )
             if profiler is not None:
                 self._report_profile(profiler)
+            if go_profile is not None:
+                await go_profile
             await self._settle_writes(api)
             after = await api.metrics()
             r.writes = writes_between(before, after)
@@ -1105,10 +1125,34 @@ class Side:
             return None
         out = self.folder / "profile.txt"
         return REAPER.spawn(
-            [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "50",
+            [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--gil",
              "--nonblocking", "--output", str(out)],
             self.folder / "py-spy.log",
         )  # fmt: skip
+
+    async def _apiserver_profile(self, api: Api, seconds: float) -> None:
+        """kube-apiserver's own Go CPU profile of the first `seconds` of the window (its
+        /debug/pprof, on by default), summarised by `go tool pprof -top`."""
+        status, data = await api.call(
+            "GET", f"/debug/pprof/profile?seconds={seconds:.0f}", timeout=seconds + 60
+        )
+        if status != 200:
+            self.say(f"kube-apiserver's profile: {status} {data[:200]!r}")
+            return
+        kept = self.run.folder.parent / f"apiserver-profile-{self.name}.pb.gz"
+        kept.write_bytes(data)
+        go = shutil.which("go")
+        if go is None:
+            self.say(f"kube-apiserver's profile in {kept} (no go on PATH to summarise it)")
+            return
+        for mode in ("-top", "-top -cum"):
+            top = await asyncio.to_thread(
+                subprocess.run,
+                [go, "tool", "pprof", *mode.split(), "-nodecount=30", str(kept)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            print(f"\n  [{self.name}] kube-apiserver CPU profile ({mode}, {kept}):")
+            print("\n".join("    " + line for line in top.stdout.splitlines()[:40]))
 
     def _report_profile(self, profiler: subprocess.Popen[bytes]) -> None:
         profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -1376,6 +1420,7 @@ async def _main(a: argparse.Namespace) -> int:
         scheduler_bin=scheduler_bin, lease_period=a.lease_period, writers=a.writers,
         timeout=a.timeout, policy=a.policy, qps=a.qps, operator_args=a.operator_arg,
         takeover=not a.no_takeover, profile=a.profile, background_s=a.background,
+        apiserver_profile_s=a.apiserver_profile,
     )  # fmt: skip
     run.folder.mkdir(parents=True)
     load = os.getloadavg()
@@ -1447,7 +1492,17 @@ def main() -> None:
     )
     p.add_argument("--no-takeover", action="store_true")
     p.add_argument(
-        "--profile", action="store_true", help="py-spy the operator while it binds (perturbs it)"
+        "--profile",
+        action="store_true",
+        help="py-spy the operator while it binds, sampling the thread that holds the GIL "
+        "(where its Python CPU goes; perturbs it)",
+    )
+    p.add_argument(
+        "--apiserver-profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="take kube-apiserver's Go CPU profile of the window's first SECONDS",
     )
     p.add_argument("--keep", action="store_true", help="keep the state folder")
     a = p.parse_args()

@@ -15,6 +15,7 @@ Everything shares this machine's cores. Not a pytest test.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -93,11 +94,12 @@ def main() -> None:
             vm = {
                 "apiVersion": constants.API_VERSION,
                 "kind": "VirtualMachine",
-                "metadata": {"name": "vm", "namespace": NAMESPACE,
-                             "labels": {constants.LABEL_HOST: NODE}},
+                "metadata": {"name": "vm", "namespace": NAMESPACE},
                 "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
             }  # fmt: skip
             tc.kubectl("create", "-f", "-", input=yaml.safe_dump(vm))
+            tc.kubectl("patch", "vm", "vm", "-n", NAMESPACE, "--subresource=status",
+                       "--type=merge", "-p", json.dumps({"status": {"host": NODE}}))  # fmt: skip
             account = f"{RELEASE}-kubenova-agent"
             user = f"system:serviceaccount:{NAMESPACE}:{account}"
             agent = token_client(tc, user, service_account_token(tc, NAMESPACE, account, NODE))

@@ -322,8 +322,8 @@ def setup_objects(plane: cluster.ControlPlane, with_quota: bool, vms: int) -> No
 
 
 def baseline(custom: Any, vms: int, writers: int) -> tuple[float, float]:
-    """The same creates plus the two binding writes per VM (status, then label), by this
-    client alone: the floor the API server and etcd set. Returns (seconds, VMs per second)."""
+    """The same creates plus the binding write per VM (status), by this client alone: the
+    floor the API server and etcd set. Returns (seconds, VMs per second)."""
     ns = "bench-baseline"
     core = kubernetes.client.CoreV1Api(custom.api_client)
     core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": ns}))
@@ -332,10 +332,6 @@ def baseline(custom: Any, vms: int, writers: int) -> tuple[float, float]:
         status = {"status": {"host": "nowhere", "phase": "Scheduled"}}
         custom.patch_namespaced_custom_object_status(
             G, V, ns, "virtualmachines", name, status, _content_type=MERGE
-        )
-        label = {"metadata": {"labels": {constants.LABEL_HOST: "nowhere"}}}
-        custom.patch_namespaced_custom_object(
-            G, V, ns, "virtualmachines", name, label, _content_type=MERGE
         )
 
     names = [f"base-{i:05d}" for i in range(vms)]
@@ -959,11 +955,14 @@ def _invariants(custom: Any, vms: int, quota: bool) -> list[tuple[str, bool, str
     out.append(("every VM was bound exactly once", not twice, f"{len(twice)} bound != 1 time"
                 + (f", e.g. {twice[:3]}" if twice else "")))  # fmt: skip
 
-    labelled = [v for v in items
-                if v.get("metadata", {}).get("labels", {}).get(constants.LABEL_HOST)
-                == v.get("status", {}).get("host")]  # fmt: skip
-    out.append(("every VM's host label matches its binding", len(labelled) == len(items),
-                f"{len(items) - len(labelled)} mismatched"))  # fmt: skip
+    unguarded = [
+        v["metadata"]["name"]
+        for v in items
+        if v.get("status", {}).get("host")
+        and constants.VM_FINALIZER not in (v["metadata"].get("finalizers") or [])
+    ]
+    out.append(("every bound VM holds its domain-cleanup finalizer", not unguarded,
+                f"{len(unguarded)} without, e.g. {unguarded[:3]}"))  # fmt: skip
 
     cpu: Counter[str] = Counter()
     mem: Counter[str] = Counter()

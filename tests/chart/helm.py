@@ -15,7 +15,7 @@ from tests.fixtures.cluster import LocalCluster, assert_test_cluster
 
 CHART = ROOT / "charts" / "kubenova"
 # helm built from source assumes Kubernetes v1.20 when it renders without a cluster; the
-# chart needs 1.30, and the test control plane runs this release.
+# chart needs 1.31, and the test control plane runs this release.
 KUBE_VERSION = "1.34.3"
 
 # Values that switch on every optional part and change every knob a template reads.

@@ -24,7 +24,6 @@ from tests.fixtures.identities import in_force, service_account_token, token_cli
 pytestmark = pytest.mark.apiserver
 
 TENANT = "tenant-ana"
-LABEL_HOST = "kubenova.io/host"
 DRAIN = "kubenova.io/drain"
 
 
@@ -397,13 +396,20 @@ def test_each_component_may_do_only_what_it_needs(
     assert wrong == []
 
 
-def _bound_vm(name: str, namespace: str, host: str) -> dict[str, Any]:
+def _vm(name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_HOST: host}},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
     }
+
+
+def _bind(cluster: LocalCluster, vm: dict[str, Any], host: str) -> None:
+    """As the operator binds: status.host, by the admin (no operator runs here)."""
+    meta = vm["metadata"]
+    cluster.kubectl("patch", "vm", meta["name"], "-n", meta["namespace"], "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": {"host": host}}))  # fmt: skip
 
 
 def test_an_agent_may_write_only_its_own_host_lease_and_vms(
@@ -412,9 +418,11 @@ def test_an_agent_may_write_only_its_own_host_lease_and_vms(
     """The installed chart's agent ServiceAccount, with tokens from the TokenRequest API bound
     to pods on two Nodes, as the kubelet gets them for the DaemonSet's pods."""
     mine, other = f"{namespace}-a", f"{namespace}-b"
-    vms = [_bound_vm(f"vm-{h[-1]}", namespace, h) for h in (mine, other)]
+    vms = [_vm(f"vm-{h[-1]}", namespace) for h in (mine, other)]
     # Before the chart: its webhooks fail closed and no pod serves them here.
     test_cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(vms))
+    for vm, host in zip(vms, (mine, other), strict=True):
+        _bind(test_cluster, vm, host)
     name = f"ag-{namespace[2:8]}"
     helm.run("install", name, str(CHART), "-n", namespace, cluster=test_cluster)
     try:
@@ -491,7 +499,7 @@ def test_an_agent_may_write_only_its_own_host_lease_and_vms(
         assert host_after["metadata"].get("labels") == host_before["metadata"].get("labels")
         assert host_after["metadata"]["annotations"] == host_before["metadata"]["annotations"]
         assert not host_after["status"].get("migration", {}).get("uri")
-        assert test_cluster.get("vm", "-n", namespace, "vm-a")["status"].get("host") is None
+        assert test_cluster.get("vm", "-n", namespace, "vm-a")["status"].get("host") == mine
     finally:
         helm.run("uninstall", name, "-n", namespace, "--wait", cluster=test_cluster)
         test_cluster.kubectl("delete", "host", mine, other, "--ignore-not-found", "--wait=false")

@@ -1,5 +1,6 @@
 """What the operator does to a VM before its agent acts, done by hand (the contract of
-docs/architecture.md): the finalizer, the host label, then status.host and phase Scheduled."""
+docs/architecture.md): the finalizer (the webhook's, at create), then status.host and phase
+Scheduled (the bind, which the agent's field selector follows)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,7 @@ def flavor_yaml(name: str, vcpus: int = 1, memory: str = "512Mi") -> str:
 
 
 def bind(cluster: LocalCluster, namespace: str, name: str, host: str) -> None:
-    meta = {
-        "metadata": {"finalizers": [constants.VM_FINALIZER], "labels": {constants.LABEL_HOST: host}}
-    }
+    meta = {"metadata": {"finalizers": [constants.VM_FINALIZER]}}
     cluster.kubectl("patch", "vm", name, "-n", namespace, "--type=merge", "-p", json.dumps(meta))
     status = {"status": {"host": host, "phase": "Scheduled"}}
     cluster.kubectl(

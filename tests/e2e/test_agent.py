@@ -103,7 +103,7 @@ def test_vm_runs_stops_and_is_deleted_with_its_domain(
     assert agent.alive(), agent.log_text()[-3000:]
 
 
-def test_the_agent_only_watches_vms_labelled_for_its_host(
+def test_the_agent_only_watches_vms_bound_to_its_host(
     test_cluster: LocalCluster, namespace: str, agents: Agents, test_host: Path
 ) -> None:
     mine, other = unique_host(), unique_host()
@@ -116,7 +116,7 @@ def test_the_agent_only_watches_vms_labelled_for_its_host(
     bind(test_cluster, namespace, "here", mine)
     wait_for("here Running", lambda: _phase_is(test_cluster, namespace, "here", "Running"))
     assert phase(test_cluster, namespace, "elsewhere") == "Scheduled"
-    assert f"kubenova.io/host={mine}" in agent.log_text()
+    assert f"status.host={mine}" in agent.log_text()
 
 
 def test_a_vm_whose_flavor_is_missing_fails_naming_the_flavor(

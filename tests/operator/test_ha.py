@@ -69,10 +69,10 @@ def test_only_the_leader_binds_and_a_takeover_loses_nothing(
         actions = [h["action"] for h in vm["status"]["history"]]
         assert actions.count("Scheduled") == 1, (vm["metadata"]["name"], actions)
         # A bind in flight when the leader died may have written status.host but not yet
-        # the label the agent selects on; the new leader completes it.
+        # the finalizer of a VM no webhook saw (these tests run none); the new leader adds it.
         wait_for(
-            f"the host label of {vm['metadata']['name']}",
-            functools.partial(_labelled, kn, vm["metadata"]["name"]),
+            f"the finalizer of {vm['metadata']['name']}",
+            functools.partial(_finalized, kn, vm["metadata"]["name"]),
         )
     # Binds whose log line the killed leader never wrote are still in the histories above.
     by_log = Counter(k for op in replicas.values() for k in _bound_in_log(op))
@@ -82,10 +82,11 @@ def test_only_the_leader_binds_and_a_takeover_loses_nothing(
     assert max(_host_usage(kn).values()) <= 8
 
 
-def _labelled(kn: Cluster, name: str) -> bool:
+def _finalized(kn: Cluster, name: str) -> bool:
     vm = kn.get_vm(name)
-    label = vm["metadata"].get("labels", {}).get("kubenova.io/host")
-    return bool(label) and label == vm["status"]["host"]
+    return bool(vm["status"].get("host")) and "kubenova.io/domain-cleanup" in (
+        vm["metadata"].get("finalizers") or []
+    )
 
 
 def _unbound(kn: Cluster) -> list[str]:

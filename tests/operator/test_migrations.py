@@ -146,7 +146,6 @@ def test_a_migration_reserves_the_target_then_repoints_the_vm(
     ))  # fmt: skip
     vm = kn.get_vm("web")
     assert (vm["status"]["host"], vm["status"]["phase"]) == (h2, "Running")
-    assert vm["metadata"]["labels"][constants.LABEL_HOST] == h2
     assert not set(vm["metadata"].get("annotations", {})) & set(constants.MIGRATION_ANNOTATIONS)
     assert [h["action"] for h in vm["status"]["history"]][-2:] == ["MigrationStarted", "Migrated"]
     wait_for("counted once, on the target", lambda: allocated_mib(kn, pool) == 2048)
@@ -239,7 +238,6 @@ def test_a_lost_host_s_vms_go_unknown_and_are_recreated_only_once_fenced(
     for name in ("web", "halted"):
         wait_for(f"{name} placed on {h2}", functools.partial(is_on, kn, name, h2), 20)
     web = kn.get_vm("web")
-    assert web["metadata"]["labels"][constants.LABEL_HOST] == h2
     actions = [h["action"] for h in web["status"]["history"]]
     assert actions[-3:] == ["HostLost", "Rescheduled", "Scheduled"]
     assert len(kn.vms()) == 2, "the same VM objects, placed again (no second quota charge)"

@@ -22,11 +22,6 @@ def _host_of(kn: Cluster, name: str) -> str | None:
     return host
 
 
-def _labelled(kn: Cluster, name: str, host: str) -> dict[str, Any] | None:
-    vm = kn.get_vm(name)
-    return vm if vm["metadata"].get("labels", {}).get(constants.LABEL_HOST) == host else None
-
-
 def _explained(reason: str) -> dict[str, int]:
     """`0/N hosts: 3 insufficient memory, 1 not in pool p` → {"insufficient memory": 3, ...}"""
     m = re.fullmatch(r"0/(\d+) hosts: (.*)", reason)
@@ -78,11 +73,13 @@ def test_vms_land_on_hosts_that_satisfy_pool_capacity_selector_and_anti_affinity
     assert rack[bound["web-1"]] != rack[bound["web-2"]], "anti-affinity over rack"
     assert rack[bound["pinned"]] == "a"
     for name, host in bound.items():
-        # The label is the bind's second write, after status.host: wait for it, not assume it.
-        vm = wait_for(f"{name}'s host label", functools.partial(_labelled, kn, name, host))
-        assert vm["status"]["phase"] == "Scheduled"
+        # The finalizer of a VM no webhook saw (none runs here) is the bind's second write,
+        # after status.host: wait for it, not assume it.
         finalizers = wait_for(f"finalizer on {name}", functools.partial(_finalizers, kn, name))
         assert constants.VM_FINALIZER in finalizers
+        vm = kn.get_vm(name)
+        assert (vm["status"]["host"], vm["status"]["phase"]) == (host, "Scheduled")
+        assert constants.ANNOTATION_TRACE_ID in vm["metadata"]["annotations"]
         assert [h["action"] for h in vm["status"]["history"]] == ["Scheduled"]
 
     # No host in the pool has room for 32 vCPUs / 128Gi: the VM says why, in one line.
@@ -209,8 +206,8 @@ def test_deleting_an_unbound_vm_releases_it_and_a_bound_one_waits_for_its_agent(
     kn.vm("waiting", flavor, pool)
     wait_for("one bound", lambda: _host_of(kn, "bound"))
     wait_for("the bound VM's finalizer", functools.partial(_finalizers, kn, "bound"))
-    # The finalizer comes with the bind (in the host label's write): a VM never bound has no
-    # domain anywhere to wait for, and no extra write was spent on it.
+    # With no webhook to give it at create, the finalizer comes with the bind (its second
+    # write): a VM never bound has no domain anywhere to wait for, and no write went to it.
     assert constants.VM_FINALIZER not in kn.get_vm("waiting")["metadata"].get("finalizers", [])
     for name in ("bound", "waiting"):
         kn.custom.delete_namespaced_custom_object(

@@ -18,6 +18,7 @@ from tests.fixtures.identities import Policies, chart_policies, policy_helm, ser
 from tests.fixtures.webhook import (
     Webhook,
     apply,
+    delete_unbound_vm,
     flavor_doc,
     own_webhook,
     quota_doc,
@@ -81,7 +82,7 @@ def test_a_create_is_admitted_and_charged_through_the_service_account(
     assert (used["vms"], used["vcpus"]) == (1, 2), used
 
     # The release loop, as the same ServiceAccount, gives the charge back on delete.
-    test_cluster.kubectl("delete", "vm", "first", "-n", ns, "--wait=false")
+    delete_unbound_vm(test_cluster, ns, "first")
     wait_for("the VM to be gone", lambda: not test_cluster.get("vm", "-n", ns)["items"], 60)
     assert quota_used(test_cluster, ns)["vms"] == 0
     assert "system:anonymous" not in wh.server.log.read_text()

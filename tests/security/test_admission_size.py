@@ -19,6 +19,7 @@ from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import (
     Webhook,
     apply,
+    delete_unbound_vm,
     module_flavor,
     own_webhook,
     quota_doc,
@@ -67,7 +68,7 @@ def test_a_large_vm_is_created_updated_and_deleted(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
-    test_cluster.kubectl("delete", "vm", "big", "-n", wh_namespace, "--wait=false")
+    delete_unbound_vm(test_cluster, wh_namespace, "big")
     wait_for(
         "the large VM to be gone",
         lambda: not test_cluster.get("vm", "-n", wh_namespace)["items"],
@@ -122,7 +123,7 @@ def test_a_vm_is_deleted_while_the_webhook_is_down(
     )
     assert proc.returncode != 0 and "failed calling webhook" in proc.stderr, proc.stderr
     # ...but a delete completes: the release loop takes the finalizer off without it.
-    test_cluster.kubectl("delete", "vm", "a", "-n", ns, "--wait=false")
+    delete_unbound_vm(test_cluster, ns, "a")
     wait_for(
         "the VM to be gone with the webhook down",
         lambda: not test_cluster.get("vm", "-n", ns)["items"],

@@ -267,7 +267,6 @@ def _bound_vm(tc: LocalCluster, ns: str, name: str, host: str) -> dict[str, Any]
         "metadata": {
             "name": name,
             "namespace": ns,
-            "labels": {constants.LABEL_HOST: host},
             "finalizers": [constants.VM_FINALIZER],
         },
         "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
@@ -300,7 +299,7 @@ def test_an_agent_writes_only_the_agents_fields_of_vms_bound_to_it(
     answers = {k: a.patch("virtualmachines", "mine", b, ns, status=True)
                for k, b in status_attempts.items()}  # fmt: skip
     meta_attempts = {
-        "relabel": {"metadata": {"labels": {constants.LABEL_HOST: other}}},
+        "relabel": {"metadata": {"labels": {constants.LABEL_POOL: other}}},
         "annotate": {"metadata": {"annotations": {constants.ANNOTATION_MIGRATION_URI: "qemu:///"}}},
         "spec": {"spec": {"runStrategy": "Halted"}},
         "finalizer": {"metadata": {"finalizers": ["example.com/keep"]}},
@@ -310,7 +309,7 @@ def test_an_agent_writes_only_the_agents_fields_of_vms_bound_to_it(
     assert all(v.startswith("403") for v in answers.values()), answers
     assert "may not write status.host or status.gpuDevices" in answers["move it"]
     assert "nor set phase Pending" in answers["unschedule"]
-    assert "may write only VMs bound to it" in answers["relabel"]
+    assert "may only remove the kubenova.io/domain-cleanup finalizer" in answers["relabel"]
     assert "may only remove the kubenova.io/domain-cleanup finalizer" in answers["annotate"]
     assert "may write only VMs bound to it" in answers["other host's vm"]
     assert _same(before, test_cluster.get("vm", "-n", ns, "mine"))

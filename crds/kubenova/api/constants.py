@@ -16,9 +16,13 @@ QUOTA_FINALIZER: Final = "kubenova.io/quota-release"
 MIGRATION_FINALIZER: Final = "kubenova.io/migration-rollback"
 """Kept on a VMMigration in flight, so deleting it (cancel) rolls the VM back first."""
 
+# Field selectors
+FIELD_HOST: Final = "status.host"
+"""A VirtualMachine's host, a selectable field of its CRD: each agent lists and watches its
+own VMs with this field selector. (Before, a label `kubenova.io/host` followed status.host in
+a second write per bind; nothing writes or reads that label any more.)"""
+
 # Labels
-LABEL_HOST: Final = "kubenova.io/host"
-"""On a VirtualMachine: the host it is bound to. Agents watch with this label selector."""
 LABEL_POOL: Final = "kubenova.io/pool"
 LABEL_FLAVOR: Final = "kubenova.io/flavor"
 LABEL_HOSTNAME: Final = "kubenova.io/hostname"

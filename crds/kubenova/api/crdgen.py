@@ -156,6 +156,11 @@ def crd(kind: type[Resource]) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
+                    **(
+                        {"selectableFields": [{"jsonPath": f} for f in info.selectable_fields]}
+                        if info.selectable_fields
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }
             ],

@@ -128,6 +128,9 @@ class CRDInfo:
     short_names: tuple[str, ...]
     scope: Literal["Namespaced", "Cluster"]
     printer_columns: tuple[PrinterColumn, ...] = field(default=())
+    selectable_fields: tuple[str, ...] = field(default=())
+    """JSON paths a field selector may name (`kubectl get --field-selector status.host=h1`),
+    served by the API server beside metadata.name and metadata.namespace."""
 
 
 class Resource(Model):

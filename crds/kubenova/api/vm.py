@@ -334,6 +334,9 @@ class VirtualMachine(Resource):
             PrinterColumn("RUN", ".spec.runStrategy", priority=1),
             PrinterColumn("REASON", ".status.reason", priority=1),
         ),
+        # The binding: each host's agent lists and watches only its own VMs by it, so a bind
+        # is one status write (no label to follow it).
+        selectable_fields=(".status.host",),
     )
 
     kind: Literal["VirtualMachine"] = "VirtualMachine"

@@ -151,11 +151,14 @@ class ControlPlane:
         *,
         die_with_parent: bool = False,
         node: NodeMode | None = None,
+        profiling: bool = False,
     ) -> None:
         self.folder = folder.resolve()
         self.bin_dir = bin_dir
         self.die_with_parent = die_with_parent
         self.node = node
+        self.profiling = profiling
+        """kube-apiserver's /debug/pprof (off unless a benchmark asks for it)."""
         self.kubeconfig = self.folder / "admin.kubeconfig"
         self.logs = self.folder / "logs"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -284,7 +287,7 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={proxy_client.cert}",
                 f"--proxy-client-key-file={proxy_client.key}",
-                "--profiling=false",
+                f"--profiling={str(self.profiling).lower()}",
                 "--v=0",
             ],
         )

@@ -1,5 +1,6 @@
-"""The agent's Kubernetes calls: the VMs bound to its host (list + watch with a server-side
-label selector), their status and finalizer, Flavors, its Host object and events. Does I/O.
+"""The agent's Kubernetes calls: the VMs bound to its host (list + watch with the server-side
+field selector status.host), their status and finalizer, Flavors, its Host object and events.
+Does I/O.
 
 The official client is synchronous: one-shot calls go through `kube.client.call()`; the watch
 stream runs in a daemon thread and hands each event to the asyncio loop.
@@ -49,7 +50,9 @@ class KubeAPI:
         self.core = kubernetes.client.CoreV1Api(api)
         self.host = host
         self.namespace = namespace
-        self.selector = f"{constants.LABEL_HOST}={host}"
+        # The VMs bound here: status.host is a selectable field of the CRD, so the API server
+        # filters the list and the watch (and a VM migrated away leaves this watch as DELETED).
+        self.selector = f"{constants.FIELD_HOST}={host}"
         self._flavors: dict[str, Flavor] = {}
 
     # -- VirtualMachines ------------------------------------------------------------------
@@ -60,7 +63,7 @@ class KubeAPI:
             constants.GROUP,
             constants.VERSION,
             VM_PLURAL,
-            label_selector=self.selector,
+            field_selector=self.selector,
         )
         return list(listing.get("items") or []), str(listing["metadata"]["resourceVersion"])
 
@@ -82,7 +85,7 @@ class KubeAPI:
                 constants.GROUP,
                 constants.VERSION,
                 VM_PLURAL,
-                label_selector=self.selector,
+                field_selector=self.selector,
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout_seconds,

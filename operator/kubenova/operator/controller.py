@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -206,16 +205,22 @@ class Controller:
     def on_migration(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self.migrations.on_event(event_type, body)
 
-    def on_lease(self, event_type: str | None, lease: kubernetes.client.V1Lease) -> None:
-        assert lease.metadata is not None and lease.spec is not None
-        name = lease.metadata.name or ""
+    def on_lease(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        name = (body.get("metadata") or {}).get("name") or ""
         if not name.startswith(HOST_LEASE_PREFIX):
             return
         host = name.removeprefix(HOST_LEASE_PREFIX)
         if event_type == "DELETED":
             self.world.leases.pop(host, None)
             return
-        record = HostLease(lease.spec.renew_time, lease.spec.lease_duration_seconds or 40)
+        spec = body.get("spec") or {}
+        renewed = spec.get("renewTime")
+        try:
+            renew_time = dt.datetime.fromisoformat(renewed) if renewed else None
+        except (TypeError, ValueError):
+            log.error("ignoring Lease %s: renewTime %r is not a time", name, renewed)
+            return
+        record = HostLease(renew_time, spec.get("leaseDurationSeconds") or 40)
         self.world.upsert_lease(host, record, dt.datetime.now(dt.UTC))
         self.wake.set()
 
@@ -228,7 +233,6 @@ class Controller:
             self._schedule_loop(),
             self._status_loop(),
             self._quota_loop(),
-            self._watch_leases(),
             self.migrations.run(),
             self.host_failure.run(),
             self.drains.run(),
@@ -281,8 +285,9 @@ class Controller:
         informers to sync: bindings the previous leader made just before it stepped down are
         counted (nothing is double-booked) and no VM is judged against a half-known cluster."""
         leases = await client.call(self.coord.list_namespaced_lease, self.settings.namespace)
+        api: Any = self.api  # sanitize_for_serialization is untyped
         for lease in leases.items:
-            self.on_lease("ADDED", lease)
+            self.on_lease("ADDED", api.sanitize_for_serialization(lease))
         for plural, handler in (
             ("flavors", self.on_flavor),
             ("resourcepools", self.on_pool),
@@ -446,9 +451,9 @@ class Controller:
             if newest is not None:
                 self.world.upsert_vm(newest)
             try:
-                await self._label_host(fresh, host, fresh.metadata.resource_version or "")
-            except Exception as e:  # the status loop labels it on its next pass
-                log.warning("labelling %s with host %s failed: %s", key, host, e)
+                await self._add_finalizer(fresh, host, fresh.metadata.resource_version or "")
+            except Exception as e:  # the status loop adds it on its next pass
+                log.warning("adding the finalizer to %s failed: %s", key, e)
             return
         if fresh.status.host:
             log.info("%s is bound to %s by another decision", key, fresh.status.host)
@@ -480,9 +485,11 @@ class Controller:
     async def _write_binding(
         self, vm: VirtualMachine, decision: Decision, trace_id: str | None
     ) -> bool | None:
-        """Status first (host, GPUs, phase Scheduled) with the VM's resourceVersion as
-        precondition, then the host label the agent selects on. True: bound; False: 404/409,
-        which may follow a write of ours that landed; None: not leading, nothing written."""
+        """One status write (host, GPUs, phase Scheduled) with the VM's resourceVersion as
+        precondition: status.host is the binding, and the agents' field selector. A VM the
+        webhook never saw lacks the domain-cleanup finalizer; only then a second write adds it.
+        True: bound; False: 404/409, which may follow a write of ours that landed; None: not
+        leading, nothing written."""
         if not self.leading():
             return None
         now = dt.datetime.now(dt.UTC)
@@ -503,12 +510,46 @@ class Controller:
                 log.info("bind of %s lost a race (%s); retrying", vm_key(vm), e.status)
                 return False
             raise
-        rv = updated["metadata"]["resourceVersion"]
-        await self._label_host(vm, decision.host, rv, trace_id)
+        if constants.VM_FINALIZER not in vm.metadata.finalizers:
+            await self._add_finalizer(vm, decision.host, updated["metadata"]["resourceVersion"])
         metrics.BIND_SECONDS.observe(time.perf_counter() - started)
         log.info("bound %s to %s", vm_key(vm), decision.host, extra={"score": decision.score})
         self.recorder.emit(ref_of(vm), "Normal", "Scheduled", message)
         return True
+
+    async def _add_finalizer(self, vm: VirtualMachine, host: str, rv: str) -> None:
+        """The domain-cleanup finalizer of a bound VM that lacks it (created while no webhook
+        ran), with a trace id when it has none. Retried on conflicts while the VM stays bound
+        to `host`: a merge patch replaces the list, so each try carries the list it read."""
+        meta: dict[str, Any] = {}
+        if constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
+            trace = next((h.trace_id for h in reversed(vm.status.history) if h.trace_id), None)
+            meta["annotations"] = {constants.ANNOTATION_TRACE_ID: trace or logs.new_trace_id()}
+        fins = list(vm.metadata.finalizers)
+        for _ in range(5):
+            if vm.metadata.deletion_timestamp is not None or constants.VM_FINALIZER in fins:
+                return
+            patch = {"resourceVersion": rv, **meta, "finalizers": [*fins, constants.VM_FINALIZER]}
+            try:
+                await self._patch_meta(vm, patch)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                fresh = await client.call(
+                    self.custom.get_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    vm.metadata.namespace,
+                    "virtualmachines",
+                    vm.metadata.name,
+                )
+                if fresh.get("status", {}).get("host") != host:
+                    return  # someone else decided since
+                vm = self.parse_vm(fresh) or vm
+                rv = fresh["metadata"]["resourceVersion"]
+                fins = list(fresh["metadata"].get("finalizers") or [])
+        log.error("could not add the finalizer to %s after 5 conflicts", vm_key(vm))
 
     async def _patch_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
         """Write `status` (merge-patch form: keys left out stay, None removes) over `vm`'s,
@@ -547,43 +588,6 @@ class Controller:
             _content_type=MERGE,
             _request_timeout=WRITE_TIMEOUT,
         )
-
-    async def _label_host(
-        self, vm: VirtualMachine, host: str, rv: str, trace_id: str | None = None
-    ) -> None:
-        """The label is derived from status.host, so it is safe to retry on conflicts. The
-        domain-cleanup finalizer rides along when it is missing: a VM gets it when it is bound,
-        in the same write as the label its agent selects on (no separate write per VM)."""
-        meta: dict[str, Any] = {"labels": {constants.LABEL_HOST: host}}
-        if trace_id and constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
-            meta["annotations"] = {constants.ANNOTATION_TRACE_ID: trace_id}
-        fins = list(vm.metadata.finalizers)
-        deleting = vm.metadata.deletion_timestamp is not None
-        for _ in range(5):
-            patch = {"resourceVersion": rv, **meta}
-            if not deleting and constants.VM_FINALIZER not in fins:
-                # A merge patch replaces the list: it is the one read with `rv`.
-                patch["finalizers"] = [*fins, constants.VM_FINALIZER]
-            try:
-                await self._patch_meta(vm, patch)
-                return
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                fresh = await client.call(
-                    self.custom.get_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    vm.metadata.namespace,
-                    "virtualmachines",
-                    vm.metadata.name,
-                )
-                if fresh.get("status", {}).get("host") != host:
-                    return  # someone else decided since; their label wins
-                rv = fresh["metadata"]["resourceVersion"]
-                fins = list(fresh["metadata"].get("finalizers") or [])
-                deleting = fresh["metadata"].get("deletionTimestamp") is not None
-        log.error("could not label %s with host %s after 5 conflicts", vm_key(vm), host)
 
     async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
         reason = min(why.reasons, key=lambda r: r.value).value if why.reasons else "Unknown"
@@ -652,33 +656,16 @@ class Controller:
         metrics.EVENTS_DROPPED.set(self.recorder.dropped)
 
     async def _sync_vm_metadata(self) -> None:
-        """Finalizers, the host label (a leader may die between writing status.host and the
-        label), and the Deleting phase: only the VMs the World marks as needing one."""
+        """Finalizers (a leader may die between a bind and the finalizer of a VM no webhook
+        saw), and the Deleting phase: only the VMs the World marks as needing one."""
         for vm in self.world.needing_metadata():
             fins = vm.metadata.finalizers
             deleting = vm.metadata.deletion_timestamp is not None
             host = vm.status.host
             try:
-                if host and vm.metadata.labels.get(constants.LABEL_HOST) != host:
-                    if vm_key(vm) not in self.world.binding:
-                        await self._label_host(vm, host, vm.metadata.resource_version or "")
-                elif not host and constants.LABEL_HOST in vm.metadata.labels:
-                    # Unbound (rescheduled) but still labelled: the old agent must let go.
-                    await self._patch_meta(
-                        vm,
-                        {
-                            "resourceVersion": vm.metadata.resource_version,
-                            "labels": {constants.LABEL_HOST: None},
-                        },
-                    )
-                elif host and not deleting and constants.VM_FINALIZER not in fins:
-                    meta: dict[str, Any] = {
-                        "resourceVersion": vm.metadata.resource_version,
-                        "finalizers": [*fins, constants.VM_FINALIZER],
-                    }
-                    if constants.ANNOTATION_TRACE_ID not in vm.metadata.annotations:
-                        meta["annotations"] = {constants.ANNOTATION_TRACE_ID: logs.new_trace_id()}
-                    await self._patch_meta(vm, meta)
+                if host and not deleting and constants.VM_FINALIZER not in fins:
+                    if vm_key(vm) not in self.world.binding:  # the bind adds it itself
+                        await self._add_finalizer(vm, host, vm.metadata.resource_version or "")
                 elif deleting and fins == [constants.QUOTA_FINALIZER]:
                     # The domain is gone (no other finalizer left): give the quota back.
                     await quota.release_charge(self.api, vm, self.ledger)
@@ -766,54 +753,3 @@ class Controller:
         except ApiException as e:
             if e.status != 404:
                 raise
-
-    # -- host heartbeats -------------------------------------------------------------------------
-
-    async def _watch_leases(self) -> None:
-        """Heartbeat Leases of the kubenova namespace only (not a cluster-wide Lease watch)."""
-        while True:
-            try:
-                listing = await client.call(
-                    self.coord.list_namespaced_lease, self.settings.namespace
-                )
-                for lease in listing.items:
-                    self.on_lease("ADDED", lease)
-                rv = listing.metadata.resource_version if listing.metadata else None
-                await self._in_daemon_thread(rv)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("lease watch ended (%s); re-listing", e)
-                await asyncio.sleep(1.0)
-
-    async def _in_daemon_thread(self, rv: str | None) -> None:
-        """The client's watch blocks; a daemon thread lets the process exit mid-watch."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def finish(error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-
-        def stream() -> None:
-            try:
-                watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-                for event in watch.stream(
-                    self.coord.list_namespaced_lease,
-                    self.settings.namespace,
-                    resource_version=rv,
-                    timeout_seconds=self.settings.watch_timeout,
-                    _request_timeout=self.settings.watch_timeout + 15,
-                ):
-                    loop.call_soon_threadsafe(self.on_lease, event["type"], event["object"])
-            except BaseException as e:
-                loop.call_soon_threadsafe(finish, e)
-            else:
-                loop.call_soon_threadsafe(finish, None)
-
-        threading.Thread(target=stream, name="lease-watch", daemon=True).start()
-        await done

@@ -1,5 +1,8 @@
-"""kopf registration: watch events of the kubenova kinds into the Controller. Only handlers
-live here; every decision is the Controller's (and the pure modules' under it)."""
+"""The operator's watches into the Controller. kopf runs the process (start-up, clean-up) and
+the catalogue kinds' events (Flavors, ResourcePools, VMImages, VMMigrations); the kinds whose
+events come by the thousand (VirtualMachines, Hosts, the hosts' heartbeat Leases) come through
+`kube.watch.Reflector`s started here, which cost a fraction of kopf's per-event machinery.
+Only registration lives here; every decision is the Controller's (and the pure modules')."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import kopf
 
 from kubenova.api import constants
-from kubenova.kube import client
+from kubenova.kube import client, watch
 from kubenova.operator.controller import Controller, Settings
 from kubenova.operator.images import ImageHosts
 
@@ -20,6 +23,8 @@ _settings: Settings | None = None
 _controller: Controller | None = None
 _image_hosts: ImageHosts | None = None
 _image_task: asyncio.Task[None] | None = None
+_session: watch.Session | None = None
+_reflectors: list[asyncio.Task[None]] = []
 
 
 def configure(settings: Settings) -> None:
@@ -52,27 +57,40 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _image_hosts, _image_task
     _image_hosts = ImageHosts(client.api_client(), _controller.leading)
     _image_task = asyncio.create_task(_image_hosts.run(), name="vmimage-hosts")
+    _start_reflectors(_settings, _controller, _image_hosts)
     log.info("operator %s started", _settings.identity)
+
+
+def _start_reflectors(settings: Settings, ctl: Controller, images: ImageHosts) -> None:
+    global _session
+
+    def host_event(event_type: str, body: watch.RawObject) -> None:
+        ctl.on_host(event_type, body)
+        images.on_host(event_type, body)
+
+    _session = watch.Session(client.api_client())
+    group = f"/apis/{constants.GROUP}/{constants.VERSION}"
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{settings.namespace}/leases"
+    for name, path, on_event in (
+        ("virtualmachines", f"{group}/virtualmachines", ctl.on_vm),
+        ("hosts", f"{group}/hosts", host_event),
+        ("leases", leases, ctl.on_lease),
+    ):
+        r = watch.Reflector(_session, path, on_event, name=name, timeout=settings.watch_timeout)
+        _reflectors.append(asyncio.create_task(r.run(), name=f"watch-{name}"))
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    for task in _reflectors:
+        task.cancel()
+    await asyncio.gather(*_reflectors, return_exceptions=True)
+    if _session is not None:
+        await _session.close()
     if _image_task is not None:
         _image_task.cancel()
     if _controller is not None:
         await _controller.stop()
-
-
-@kopf.on.event(constants.GROUP, constants.VERSION, "virtualmachines")
-async def vm_event(event: kopf.RawEvent, **_: Any) -> None:
-    _ctl().on_vm(event["type"], event["object"])
-
-
-@kopf.on.event(constants.GROUP, constants.VERSION, "hosts")
-async def host_event(event: kopf.RawEvent, **_: Any) -> None:
-    _ctl().on_host(event["type"], event["object"])
-    if _image_hosts is not None:
-        _image_hosts.on_host(event["type"], event["object"])
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, "flavors")

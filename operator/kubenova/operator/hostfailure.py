@@ -40,9 +40,9 @@ LOST = prometheus_client.Counter(
 
 
 async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: str) -> None:
-    """Unbind `vm` (phase Pending, no host, no label) so the scheduler places it again. The
-    status write carries the VM's resourceVersion; the label follows (and the leader's
-    metadata pass removes it should this replica stop in between)."""
+    """Unbind `vm` (phase Pending, no host) so the scheduler places it again: one status write
+    with the VM's resourceVersion (the old host's agent sees it leave its field selector), and
+    the eviction annotation taken off after it where there is one."""
     now = dt.datetime.now(dt.UTC)
     change = lifecycle.Change(
         lifecycle.Event.RESCHEDULED,
@@ -61,31 +61,31 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
         "serialLog": None,
     }
     key = vm_key(vm)
-    # Held out of the scheduling queue (and the leader's label repair) until both writes are
+    # Held out of the scheduling queue (and the leader's metadata pass) until the writes are
     # done, so the bind that follows carries the latest resourceVersion.
     ctl.world.binding.add(key)
     try:
         unbound = VirtualMachine.parse(ctl.world.arrive(await ctl._patch_status(vm, body)))
-        meta = {
-            "resourceVersion": unbound.metadata.resource_version,
-            "labels": {constants.LABEL_HOST: None},
-            "annotations": {constants.ANNOTATION_EVICT: None},
-        }
-        try:
-            raw = await client.call(
-                ctl.custom.patch_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                vm.metadata.namespace,
-                "virtualmachines",
-                vm.metadata.name,
-                {"metadata": meta},
-                _content_type=MERGE,
-            )
-            unbound = VirtualMachine.parse(ctl.world.arrive(raw))
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
+        if constants.ANNOTATION_EVICT in vm.metadata.annotations:
+            meta = {
+                "resourceVersion": unbound.metadata.resource_version,
+                "annotations": {constants.ANNOTATION_EVICT: None},
+            }
+            try:
+                raw = await client.call(
+                    ctl.custom.patch_namespaced_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    vm.metadata.namespace,
+                    "virtualmachines",
+                    vm.metadata.name,
+                    {"metadata": meta},
+                    _content_type=MERGE,
+                )
+                unbound = VirtualMachine.parse(ctl.world.arrive(raw))
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
     finally:
         ctl.world.binding.discard(key)
     ctl.world.upsert_vm(unbound)  # frees its room and queues it now, not at the watch event

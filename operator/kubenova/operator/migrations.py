@@ -378,10 +378,10 @@ class MigrationController:
         self.ctl.recorder.emit(ref_of(vm), "Normal", "Migrated", f"now running on {target}")
 
     async def _repoint(self, vm: VirtualMachine, target: str) -> None:
-        """The label the agents select on follows status.host; the migration annotations go."""
+        """The migration annotations go (status.host, which the agents select on, moved to
+        `target` in the status write before)."""
         meta: dict[str, Any] = {
             "resourceVersion": vm.metadata.resource_version,
-            "labels": {constants.LABEL_HOST: target},
             "annotations": {a: None for a in constants.MIGRATION_ANNOTATIONS},
         }
         await self.ctl._patch_meta(vm, meta)

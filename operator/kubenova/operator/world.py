@@ -128,21 +128,62 @@ def status_patch(
     return ops
 
 
+class _Waiting:
+    """VM keys waiting for a flavor (to know their size) or, bound ones, also for their host
+    (to be counted on it), indexed by what they wait for."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, tuple[str, str | None]] = {}
+        self._by_flavor: dict[str, set[str]] = {}
+        self._by_host: dict[str, set[str]] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._of
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def add(self, key: str, flavor: str, host: str | None) -> None:
+        self.discard(key)
+        self._of[key] = (flavor, host)
+        self._by_flavor.setdefault(flavor, set()).add(key)
+        if host:
+            self._by_host.setdefault(host, set()).add(key)
+
+    def discard(self, key: str) -> None:
+        flavor, host = self._of.pop(key, ("", None))
+        for index, value in ((self._by_flavor, flavor), (self._by_host, host)):
+            if value and (keys := index.get(value)) is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[value]
+
+    def take(self, *, flavor: str | None = None, host: str | None = None) -> list[str]:
+        """Remove and return the keys waiting for `flavor` or `host` (every key if neither
+        is named)."""
+        if flavor is None and host is None:
+            keys = list(self._of)
+        else:
+            keys = list(
+                dict.fromkeys(
+                    [*self._by_flavor.get(flavor or "", ()), *self._by_host.get(host or "", ())]
+                )
+            )
+        for key in keys:
+            self.discard(key)
+        return keys
+
+
 def needs_metadata_write(vm: VirtualMachine) -> bool:
-    """Whether the leader's metadata pass has something to do for this VM: its host label to
-    set or take off, the finalizer to add (bound) or remove (never bound), the quota to give
-    back, or the Deleting phase to write. The pass visits only these VMs, not every VM each
-    second."""
+    """Whether the leader's metadata pass has something to do for this VM: the finalizer to
+    add (bound) or remove (never bound), the quota to give back, or the Deleting phase to
+    write. The pass visits only these VMs, not every VM each second."""
     fins = vm.metadata.finalizers
     deleting = vm.metadata.deletion_timestamp is not None
     host = vm.status.host
-    label = vm.metadata.labels.get(constants.LABEL_HOST)
-    if host and label != host:
-        return True
-    if not host and label is not None:
-        return True
     if not deleting:
-        # Bound VMs only: a pending VM gets its finalizer with its host label, when bound.
+        # Bound VMs only: the webhook gives a new VM its finalizer; one it never saw gets it
+        # from the bind.
         return bool(host) and constants.VM_FINALIZER not in fins
     if fins == [constants.QUOTA_FINALIZER]:
         return True
@@ -264,9 +305,9 @@ class World:
         self._flavors: Counter[str] = Counter()
         self.attention: set[str] = set()
         """VMs `needs_metadata_write` says the metadata pass has work for."""
-        self._uncounted: set[str] = set()
+        self._uncounted = _Waiting()
         """VMs that could not be counted or queued for want of their flavor or host: what
-        `recount_pending` retries when one appears."""
+        `recount_pending` retries when that one appears."""
         self.history_len: dict[str, tuple[str | None, int]] = {}
         """VM key -> (resourceVersion, entries of status.history the API server holds), from
         `lean_vm_body`: what `status_patch` appends after."""
@@ -339,7 +380,7 @@ class World:
             req = self.request(vm)
             record.request = req
             if req is None:
-                self._uncounted.add(key)
+                self._uncounted.add(key, vm.spec.flavor, None)
             # A new VM is queued; an edited one (its placement fixed, say) replaces the request
             # built at push time and is tried again at once. An event that changes nothing the
             # scheduler reads (our own status write, seen again) leaves the queue alone.
@@ -356,7 +397,7 @@ class World:
         if record is not None:
             record.request = req
         if req is None or host not in self.cache.hosts:
-            self._uncounted.add(key)
+            self._uncounted.add(key, vm.spec.flavor, host)
             return  # counted once its flavor or host is known (see recount_pending)
         self._uncounted.discard(key)
         slots = self.cache.slots_on(host)
@@ -413,11 +454,11 @@ class World:
         except ValueError:
             return None
 
-    def recount_pending(self) -> None:
-        """After a flavor or host appears: count bound VMs that could not be counted before,
-        and queue pending VMs that had no known size."""
-        for key in list(self._uncounted):
-            self._uncounted.discard(key)
+    def recount_pending(self, *, flavor: str | None = None, host: str | None = None) -> None:
+        """After `flavor` or `host` appears: count the bound VMs that waited for it, and queue
+        the pending VMs that had no known size. Only those: O(VMs waiting for it), not O(all
+        waiting) per Host added (a takeover sees thousands of Hosts arrive)."""
+        for key in self._uncounted.take(flavor=flavor, host=host):
             if key not in self.records:
                 continue
             vm = self.vms[key]
@@ -428,7 +469,7 @@ class World:
                 if req is not None:
                     self.queue.push(req)
                 else:
-                    self._uncounted.add(key)
+                    self._uncounted.add(key, vm.spec.flavor, None)
 
     # -- hosts, leases, flavors, pools --------------------------------------------------------
 
@@ -446,7 +487,7 @@ class World:
         if added:
             self._refill_pools_of(name)
             self.queue.on_event(QueueEvent.HOST_ADDED)
-            self.recount_pending()
+            self.recount_pending(host=name)
         elif before != _placement_view(self.cache.hosts[name].info):
             # Only what a filter reads wakes parked VMs: a load report, a heartbeat or our own
             # phase write, seen again, cannot make a VM fit.
@@ -505,7 +546,7 @@ class World:
             return  # a status write (vmCount), seen again: nothing to recount
         self.cache.upsert_flavor(info)
         self._refill_pools_wanting(name)  # a pool seen before its flavor places its slots now
-        self.recount_pending()
+        self.recount_pending(flavor=name)
 
     def remove_flavor(self, name: str) -> None:
         self.flavors.pop(name, None)

@@ -302,3 +302,38 @@ def test_reservation_slots_are_placed_when_the_flavor_arrives_after_the_pool() -
     w.remove_flavor("f")
     assert not any(a.slot for a in w.cache.allocations.values()), "the flavor left: slot too"
     assert w.cache.hosts["h1"].free_mem == 16384
+
+
+def test_a_host_or_flavor_arriving_retries_only_the_vms_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """VMs seen before the catalogue (a takeover, a restart) wait; each arrival retries only
+    the VMs waiting for it. Before: every Host added retried every waiting VM, 300 Hosts
+    after 3,000 VMs thawed and re-sized 900,000 of them (15 % of the operator's CPU)."""
+    first = _world()
+    w = World(clock=Clock())
+    for i in range(50):
+        w.upsert_vm(_vm(f"p{i}"))  # pending, its flavor unknown yet
+    w.upsert_vm(_vm("bound", host="h9"))  # bound to a host not seen yet
+    sized: list[str] = []
+    real = World.request
+
+    def counting(self: World, vm: VirtualMachine) -> Any:
+        sized.append(vm.metadata.name)
+        return real(self, vm)
+
+    monkeypatch.setattr(World, "request", counting)
+    w.upsert_pool(first.pools["general"])
+    for name in ("h1", "h2", "h3"):
+        w.upsert_lease(name, HostLease(NOW, 40), NOW)
+        w.upsert_host(_host(name), NOW)
+    assert sized == [], "no Host these VMs wait for arrived"
+    w.upsert_flavor(first.flavors["f"])
+    assert sorted(sized) == sorted(["bound", *(f"p{i}" for i in range(50))])
+    assert all(f"ns/p{i}" in w.queue for i in range(50))
+    assert "ns/bound" not in w.cache.allocations, "its host is still unknown"
+    sized.clear()
+    w.upsert_lease("h9", HostLease(NOW, 40), NOW)
+    w.upsert_host(_host("h9"), NOW)
+    assert sized == ["bound"]
+    assert w.cache.allocations["ns/bound"].host == "h9"

@@ -39,7 +39,7 @@ def _vm(
         "generation": generation,
         "uid": f"uid-{name}",
         "finalizers": finalizers,
-        "labels": {constants.LABEL_HOST: host or "old"} if labelled else {},
+        "labels": {"app": host or "old"} if labelled else {},
     }
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T12:00:00Z"

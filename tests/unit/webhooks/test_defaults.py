@@ -58,7 +58,7 @@ class TestVMDefaults:
         d = defaults.vm_defaults(make_vm(), None, [])
         assert (d.resources, d.charge) == (None, None)
 
-    def test_the_patch_adds_size_pool_run_strategy_trace_and_quota_marks(self) -> None:
+    def test_the_patch_adds_size_pool_run_strategy_trace_finalizer_and_quota_marks(self) -> None:
         raw = raw_vm()
         vm = make_vm(namespace="team")
         d = defaults.vm_defaults(vm, make_flavor(vcpus=2, memory="4Gi"), [make_pool()])
@@ -68,8 +68,14 @@ class TestVMDefaults:
         annotations = out["metadata"]["annotations"]
         assert annotations[constants.ANNOTATION_TRACE_ID] == "trace-1"
         assert json.loads(annotations[constants.ANNOTATION_QUOTA_CHARGED])["vcpus"] == 2
-        assert out["metadata"]["finalizers"] == [constants.QUOTA_FINALIZER]
+        # The domain-cleanup finalizer at create: the operator's bind is then one status write.
+        assert out["metadata"]["finalizers"] == [constants.VM_FINALIZER, constants.QUOTA_FINALIZER]
         assert raw == raw_vm(), "the input is not changed"
+
+    def test_a_vm_with_no_flavor_still_gets_the_domain_cleanup_finalizer(self) -> None:
+        d = defaults.vm_defaults(make_vm(), None, [])
+        out = defaults.apply_vm_defaults(raw_vm(), d, "t")
+        assert out["metadata"]["finalizers"] == [constants.VM_FINALIZER]
 
     def test_what_the_user_set_is_kept_and_a_forged_charge_replaced(self) -> None:
         raw = raw_vm(pool="mine", runStrategy="Halted")

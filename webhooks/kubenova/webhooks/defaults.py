@@ -1,5 +1,6 @@
 """Defaults a new VM gets at admission: its size copied from the flavor, its run strategy, its
-pool, a trace id, and the quota marks (the charge annotation and the release finalizer). Pure:
+pool, a trace id, the domain-cleanup finalizer, and the quota marks (the charge annotation and
+the release finalizer). Pure:
 computes the new object from the old; the server turns the difference into a JSON patch.
 """
 
@@ -76,6 +77,10 @@ def apply_vm_defaults(raw: dict[str, Any], d: VMDefaults, trace_id: str) -> dict
         annotations.pop(constants.ANNOTATION_QUOTA_CHARGED, None)
     meta["annotations"] = annotations
     finalizers = list(meta.get("finalizers") or [])
+    # Given here, at create, so the operator's bind is one status write with nothing to add
+    # (a VM created while no webhook ran gets it from the operator when bound).
+    if constants.VM_FINALIZER not in finalizers:
+        finalizers.append(constants.VM_FINALIZER)
     if d.charge is not None and constants.QUOTA_FINALIZER not in finalizers:
         finalizers.append(constants.QUOTA_FINALIZER)
     if finalizers:
