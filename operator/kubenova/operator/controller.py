@@ -419,14 +419,7 @@ class Controller:
         `_settle_expired` asks again once the assumption has waited `assumption_ttl`."""
         key = vm_key(vm)
         try:
-            body = await client.call(
-                self.custom.get_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                vm.metadata.namespace,
-                "virtualmachines",
-                vm.metadata.name,
-            )
+            body = await self._read_vm(vm)
         except ApiException as e:
             if e.status == 404:
                 self._forget(key)  # gone; the watch's DELETED event removes it
@@ -536,14 +529,7 @@ class Controller:
             except ApiException as e:
                 if e.status != 409:
                     raise
-                fresh = await client.call(
-                    self.custom.get_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    vm.metadata.namespace,
-                    "virtualmachines",
-                    vm.metadata.name,
-                )
+                fresh = await self._read_vm(vm)
                 if fresh.get("status", {}).get("host") != host:
                     return  # someone else decided since
                 vm = self.parse_vm(fresh) or vm
@@ -576,8 +562,20 @@ class Controller:
             raise
         return result
 
-    async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> None:
-        await client.call(
+    async def _read_vm(self, vm: VirtualMachine) -> dict[str, Any]:
+        body: dict[str, Any] = await client.call(
+            self.custom.get_namespaced_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            vm.metadata.namespace,
+            "virtualmachines",
+            vm.metadata.name,
+        )
+        return body
+
+    async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of `vm`'s metadata; the VM as it is after."""
+        result: dict[str, Any] = await client.call(
             self.custom.patch_namespaced_custom_object,
             constants.GROUP,
             constants.VERSION,
@@ -588,6 +586,7 @@ class Controller:
             _content_type=MERGE,
             _request_timeout=WRITE_TIMEOUT,
         )
+        return result
 
     async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
         reason = min(why.reasons, key=lambda r: r.value).value if why.reasons else "Unknown"

@@ -17,7 +17,6 @@ from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import Host, VirtualMachine, constants, lifecycle
 from kubenova.api.host import HostPhase
-from kubenova.kube import client
 from kubenova.kube.events import ref_of
 from kubenova.operator import fencing, loops
 from kubenova.operator.world import vm_key
@@ -72,16 +71,7 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
                 "annotations": {constants.ANNOTATION_EVICT: None},
             }
             try:
-                raw = await client.call(
-                    ctl.custom.patch_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    vm.metadata.namespace,
-                    "virtualmachines",
-                    vm.metadata.name,
-                    {"metadata": meta},
-                    _content_type=MERGE,
-                )
+                raw = await ctl._patch_meta(vm, meta)
                 unbound = VirtualMachine.parse(ctl.world.arrive(raw))
             except ApiException as e:
                 if e.status not in (404, 409):
