@@ -196,3 +196,28 @@ def test_guard_refuses_a_kubeconfig_that_is_not_the_test_clusters(
     )
     with pytest.raises(pytest.fail.Exception, match="refusing"):
         assert_test_cluster(test_cluster, other)
+
+
+def test_agents_select_by_status_host_which_a_create_cannot_set(
+    test_cluster: LocalCluster, namespace: str
+) -> None:
+    """status.host is the binding and the agents' field selector: a VM created with a status
+    (a tenant aiming a VM at some host's agent) has it dropped, and only a status write, which
+    the metadata policy keeps kubenova's, makes a VM show in that selector."""
+    text = _VM.format(name="aimed", ns=namespace, boot="{image: a.qcow2}", priority=0)
+    aimed = text + "status: {host: node-x, phase: Running}\n"
+    test_cluster.kubectl("apply", "-f", "-", input=aimed)
+    assert "host" not in test_cluster.get("vm", "aimed", "-n", namespace).get("status", {})
+
+    def on_node_x() -> list[str]:
+        listing = test_cluster.get("vm", "-n", namespace, "--field-selector", "status.host=node-x")
+        return [v["metadata"]["name"] for v in listing["items"]]
+
+    assert on_node_x() == []
+    test_cluster.kubectl("patch", "vm", "aimed", "-n", namespace, "--subresource=status",
+                         "--type=merge", "-p", '{"status": {"host": "node-x"}}')  # fmt: skip
+    assert on_node_x() == ["aimed"]
+    proc = test_cluster.kubectl(
+        "get", "vm", "-n", namespace, "--field-selector", "status.phase=Running", check=False
+    )
+    assert proc.returncode != 0 and "field label not supported" in proc.stderr, proc.stderr
