@@ -35,7 +35,10 @@ class DrainController:
         await loops.while_leading(lambda: self.period, self.ctl.leading, self.sync, "drain pass")
 
     async def sync(self) -> None:
-        for name, host in list(self.ctl.world.hosts.items()):
+        for name in sorted(self.ctl.world.draining):
+            host = self.ctl.world.hosts.get(name)
+            if host is None:
+                continue
             try:
                 if constants.ANNOTATION_DRAIN in host.metadata.annotations:
                     await self._drain(name, host)

@@ -303,6 +303,10 @@ class World:
         """host -> keys of the VMs whose status.host it is (insertion-ordered)."""
         self._phases: Counter[str] = Counter()
         self._flavors: Counter[str] = Counter()
+        self.draining: set[str] = set()
+        """Hosts the drain pass has work for: annotated `kubenova.io/drain`, or still carrying
+        a `Drained` condition to take off. The pass visits only these, not every Host each
+        second (28 % of the operator's CPU at 10,000 Hosts when it walked them all)."""
         self.attention: set[str] = set()
         """VMs `needs_metadata_write` says the metadata pass has work for."""
         self._uncounted = _Waiting()
@@ -480,6 +484,12 @@ class World:
         before = _placement_view(entry.info) if entry is not None else None
         pools_before = list(entry.pools) if entry is not None else []
         self.hosts[name] = host
+        if constants.ANNOTATION_DRAIN in host.metadata.annotations or any(
+            c.type == constants.COND_DRAINED for c in host.status.conditions
+        ):
+            self.draining.add(name)
+        else:
+            self.draining.discard(name)
         self._refresh_host(name, now)
         load = host.status.load
         if load.reported_at is not None:  # the agents' report: load-aware scores, re-balance
@@ -496,6 +506,7 @@ class World:
 
     def remove_host(self, name: str) -> None:
         self.hosts.pop(name, None)
+        self.draining.discard(name)
         entry = self.cache.hosts.get(name)
         if entry is not None:
             pools = list(entry.pools)

@@ -337,3 +337,29 @@ def test_a_host_or_flavor_arriving_retries_only_the_vms_waiting_for_it(
     w.upsert_host(_host("h9"), NOW)
     assert sized == ["bound"]
     assert w.cache.allocations["ns/bound"].host == "h9"
+
+
+def test_the_drain_pass_visits_only_drained_hosts_and_those_with_a_condition_to_clear() -> None:
+    w = _world(*(_host(f"h{i}") for i in range(100)))
+    assert w.draining == set(), "no Host of 100 has drain work"
+    drained = _host("h7")
+    drained.metadata.annotations["kubenova.io/drain"] = "maintenance"
+    w.upsert_host(drained, NOW)
+    assert w.draining == {"h7"}
+    # Uncordoned, but its Drained condition is still there to take off: still visited.
+    left = Host.parse(
+        {
+            **_host("h7").to_dict(),
+            "status": {
+                **_host("h7").to_dict()["status"],
+                "conditions": [{"type": "Drained", "status": "True", "reason": "Drained"}],
+            },
+        }
+    )
+    w.upsert_host(left, NOW)
+    assert w.draining == {"h7"}
+    w.upsert_host(_host("h7"), NOW)  # the condition went
+    assert w.draining == set()
+    w.upsert_host(drained, NOW)
+    w.remove_host("h7")
+    assert w.draining == set()
