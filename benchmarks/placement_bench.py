@@ -252,8 +252,19 @@ def vm_body(name: str, size: Size) -> dict[str, Any]:
     }
 
 
+def lease_seconds(period: float) -> int:
+    """A Lease's duration for renewals every `period` seconds: a kubelet's 40 s at its 10 s,
+    four periods at longer ones, so a host never expires between two renewals."""
+    return max(LEASE_SECONDS, int(4 * period))
+
+
 def lease_body(
-    name: str, namespace: str, holder: str, now: dt.datetime, resource_version: str | None = None
+    name: str,
+    namespace: str,
+    holder: str,
+    now: dt.datetime,
+    resource_version: str | None = None,
+    duration: int = LEASE_SECONDS,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if resource_version is not None:
@@ -264,7 +275,7 @@ def lease_body(
         "metadata": meta,
         "spec": {
             "holderIdentity": holder,
-            "leaseDurationSeconds": LEASE_SECONDS,
+            "leaseDurationSeconds": duration,
             "renewTime": micro_time(now),
         },
     }
@@ -799,12 +810,13 @@ async def lease_load(spec: dict[str, Any]) -> None:
     holders: list[str] = spec["holders"]
     ns: str = spec["namespace"]
     period: float = spec["period"]
+    duration = lease_seconds(period)
     base = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
     rvs: dict[str, str] = {}
     stats = {"renewals": 0, "conflicts": 0, "errors": 0, "late": 0, "max_lag_s": 0.0}
 
     async def create(i: int) -> None:
-        body = lease_body(names[i], ns, holders[i], dt.datetime.now(dt.UTC))
+        body = lease_body(names[i], ns, holders[i], dt.datetime.now(dt.UTC), None, duration)
         for attempt in range(20):
             status, data = await api.call("POST", base, body)
             if status < 300:
@@ -823,7 +835,9 @@ async def lease_load(spec: dict[str, Any]) -> None:
     async def renew(i: int) -> None:
         name = names[i]
         for _ in range(3):
-            body = lease_body(name, ns, holders[i], dt.datetime.now(dt.UTC), rvs.get(name))
+            body = lease_body(
+                name, ns, holders[i], dt.datetime.now(dt.UTC), rvs.get(name), duration
+            )
             try:
                 status, data = await api.call("PUT", f"{base}/{name}", body, timeout=30)
             except (TimeoutError, OSError):

@@ -84,6 +84,15 @@ def test_a_lease_renewal_carries_the_last_resource_version_and_a_micro_time() ->
     assert "resourceVersion" not in pb.lease_body("x", "ns", "h", NOW)["metadata"]
 
 
+def test_a_lease_outlives_the_time_between_two_renewals() -> None:
+    """A 100 s renewal period with a kubelet's 40 s Lease left kubenova's hosts expired 60 % of
+    the time in a 10,000-host run (9,000 host phase writes, VMs marked Unknown)."""
+    assert pb.lease_seconds(10) == 40
+    assert pb.lease_seconds(100) == 400
+    body = pb.lease_body("x", "ns", "h", NOW, None, pb.lease_seconds(100))
+    assert body["spec"]["leaseDurationSeconds"] == 400
+
+
 def test_the_scheduler_config_lifts_the_client_limits() -> None:
     config = pb.scheduler_config(ROOT / "k.conf", 5000, 5000)
     assert config["clientConnection"]["qps"] == 5000
