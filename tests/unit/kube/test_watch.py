@@ -81,7 +81,7 @@ class FakeAPI:
 async def _serve(api: FakeAPI) -> AsyncGenerator[str]:
     app = web.Application()
     app.router.add_get(PATH, api.handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)  # the open watches end at once
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
