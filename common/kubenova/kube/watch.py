@@ -84,15 +84,20 @@ class Session:
             headers=self.headers(),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
-            body = await resp.read()
-            if resp.status == 410:
-                raise ExpiredError(body[:200].decode(errors="replace"))
-            if resp.status >= 300:
-                raise aiohttp.ClientResponseError(
-                    resp.request_info, (), status=resp.status, message=body[:300].decode()
-                )
-            result: RawObject = json.loads(body)
+            await _raise_for(resp)
+            result: RawObject = json.loads(await resp.read())
             return result
+
+
+async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+    """A list's or a watch's answer that is not a success: ExpiredError for 410, else the
+    status with the start of the API server's message."""
+    if resp.status < 300:
+        return
+    body = (await resp.read())[:300].decode(errors="replace")
+    if resp.status == 410:
+        raise ExpiredError(body)
+    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body)
 
 
 def lines(buffer: bytearray, chunk: bytes) -> Iterator[bytes]:
@@ -203,27 +208,18 @@ class Reflector:
             "resourceVersion": self.resource_version or "",
         }
         async with self.session.http().get(
-            self.base_url(),
+            self.session.base + self.path,
             params=params,
             headers=self.session.headers(),
             # As kopf's client timeout: a stream that stalls (or a proxy holding it) is cut
             # 15 s after the server should have ended it, and resumed.
             timeout=aiohttp.ClientTimeout(total=self.timeout + 15, sock_connect=10),
         ) as resp:
-            if resp.status == 410:
-                raise ExpiredError("410 at connect")
-            if resp.status >= 300:
-                body = await resp.read()
-                raise aiohttp.ClientResponseError(
-                    resp.request_info, (), status=resp.status, message=body[:300].decode()
-                )
+            await _raise_for(resp)
             buffer = bytearray()
             async for chunk in resp.content.iter_any():
                 for line in lines(buffer, chunk):
                     self._event(json.loads(line))
-
-    def base_url(self) -> str:
-        return self.session.base + self.path
 
     def _event(self, event: RawObject) -> None:
         kind, obj = event.get("type"), event.get("object") or {}

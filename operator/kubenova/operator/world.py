@@ -159,16 +159,12 @@ class _Waiting:
                     del index[value]
 
     def take(self, *, flavor: str | None = None, host: str | None = None) -> list[str]:
-        """Remove and return the keys waiting for `flavor` or `host` (every key if neither
-        is named)."""
-        if flavor is None and host is None:
-            keys = list(self._of)
-        else:
-            keys = list(
-                dict.fromkeys(
-                    [*self._by_flavor.get(flavor or "", ()), *self._by_host.get(host or "", ())]
-                )
+        """Remove and return the keys waiting for `flavor` or `host`."""
+        keys = list(
+            dict.fromkeys(
+                [*self._by_flavor.get(flavor or "", ()), *self._by_host.get(host or "", ())]
             )
+        )
         for key in keys:
             self.discard(key)
         return keys
