@@ -62,6 +62,11 @@ def test_only_the_leader_binds_and_a_takeover_loses_nothing(
     takeover = time.monotonic() - killed_at
     # The lease runs out 6 s after the last renewal; a standby retries every 1 s.
     assert takeover < 6 + 3, f"take-over took {takeover:.1f} s"
+    # The warm standby's watches were caught up to a consistent read, not listed again.
+    log = successor.log_text()
+    for kind in ("virtualmachines", "hosts", "leases"):
+        assert f'"msg": "{kind}: caught up in' in log, kind
+    assert "listing again" not in log
 
     wait_for("every VM bound", lambda: not _unbound(kn) and len(kn.vms()) == total, timeout=60)
     vms = kn.vms()

@@ -31,24 +31,28 @@ def test_status_writes_append_history_and_a_stale_copy_conflicts(
     kn.vm("web", flavor, pool)
     ctl = Controller(Settings(identity="patch", namespace=namespace), api)
     sent: list[Any] = []
-    real = ctl.custom.patch_namespaced_custom_object_status
+    real = ctl.http.call
 
-    def patch(*args: Any, **kwargs: Any) -> Any:
-        sent.append(args[5])
-        return real(*args, **kwargs)
+    async def call(method: str, path: str, **kwargs: Any) -> Any:
+        if method == "PATCH" and path.endswith("/status"):
+            sent.append(kwargs["body"])
+        return await real(method, path, **kwargs)
 
-    ctl.custom.patch_namespaced_custom_object_status = patch
+    ctl.http.call = call  # type: ignore[method-assign]
 
     async def writes() -> VirtualMachine:
         held = ctl.parse_vm(kn.get_vm("web"))
         assert held is not None
-        for i in range(constants.MAX_HISTORY + 5):
-            new, _ = lifecycle.apply(held.status, _change(i), dt.datetime.now(dt.UTC))
-            raw = await ctl._patch_status(held, new.to_dict())
-            fresh = ctl.parse_vm(raw)
-            assert fresh is not None
-            held = fresh
-        return held
+        try:
+            for i in range(constants.MAX_HISTORY + 5):
+                new, _ = lifecycle.apply(held.status, _change(i), dt.datetime.now(dt.UTC))
+                raw = await ctl._patch_status(held, new.to_dict())
+                fresh = ctl.parse_vm(raw)
+                assert fresh is not None
+                held = fresh
+            return held
+        finally:
+            await ctl.http.close()
 
     held = asyncio.run(writes())
     history = kn.get_vm("web")["status"]["history"]
@@ -74,7 +78,10 @@ def test_status_writes_append_history_and_a_stale_copy_conflicts(
 
     async def stale_write() -> None:
         new, _ = lifecycle.apply(stale.status, _change(99), dt.datetime.now(dt.UTC))
-        await ctl._patch_status(stale, new.to_dict())
+        try:
+            await ctl._patch_status(stale, new.to_dict())
+        finally:
+            await ctl.http.close()
 
     with pytest.raises(ApiException) as e:
         asyncio.run(stale_write())

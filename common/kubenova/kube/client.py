@@ -1,8 +1,9 @@
 """Kubernetes API clients and retries.
 
 The official client is synchronous; async code calls it through `call()`, which runs it in a
-worker thread and retries what is worth retrying (429 with its Retry-After, 5xx, connection
-errors) with capped exponential back-off and jitter. Conflicts (409) and other client errors
+worker thread (`kube.aio` is the asynchronous client of the hot paths). Both retry what is
+worth retrying (`retrying`: 429 with its Retry-After, 5xx, connection errors, time outs) with
+capped exponential back-off and jitter. Conflicts (409) and other client errors
 are returned to the caller at once: they are decisions, not accidents.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import aiohttp
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -47,7 +49,12 @@ def transient(e: BaseException) -> bool:
     """An error worth trying again later: the API server busy, failing or out of reach."""
     if isinstance(e, ApiException):
         return e.status in RETRY_STATUSES
-    return isinstance(e, urllib3.exceptions.HTTPError | ConnectionError)
+    # urllib3's for the synchronous client, aiohttp's and time outs for kube.aio
+    if isinstance(e, aiohttp.ClientResponseError):
+        return e.status in RETRY_STATUSES
+    return isinstance(
+        e, urllib3.exceptions.HTTPError | ConnectionError | aiohttp.ClientError | TimeoutError
+    )
 
 
 def is_conflict(e: BaseException) -> bool:
@@ -67,31 +74,38 @@ def _retry_after(e: ApiException) -> float | None:
         return None
 
 
-async def call(
-    fn: Callable[..., T],
-    *args: Any,
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
     attempts: int = 6,
     base_delay: float = 0.2,
     max_delay: float = 5.0,
-    **kwargs: Any,
 ) -> T:
-    """`fn(*args, **kwargs)` in a thread, retried on 429, 5xx and connection errors (a time
-    out among them); `fn` is an API method, bounded by REQUEST_TIMEOUT unless it says."""
-    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    """`await attempt()`, again on what is worth retrying (`transient`: 429 with its
+    Retry-After, 5xx, connection errors, time outs) with capped exponential back-off and
+    jitter; anything else, or the last failure, is raised."""
     delay = base_delay
-    for attempt in range(1, attempts + 1):
+    for n in range(1, attempts + 1):
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except ApiException as e:
-            if not transient(e) or attempt == attempts:
+            return await attempt()
+        except Exception as e:
+            if not transient(e) or n == attempts:
                 raise
-            wait = _retry_after(e) or delay
-            log.warning("API %s, retrying in %.2fs", e.status, wait, extra={"attempt": attempt})
-        except (urllib3.exceptions.HTTPError, ConnectionError) as e:
-            if attempt == attempts:
-                raise
-            wait = delay
-            log.warning("API unreachable (%s), retrying in %.2fs", e, wait)
+            wait = (_retry_after(e) if isinstance(e, ApiException) else None) or delay
+            if isinstance(e, ApiException):
+                log.warning("API %s, retrying in %.2fs", e.status, wait, extra={"attempt": n})
+            else:
+                log.warning("API unreachable (%s), retrying in %.2fs", e or type(e), wait)
         await asyncio.sleep(wait * (0.5 + random.random()))
         delay = min(delay * 2, max_delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def call(
+    fn: Callable[..., T], *args: Any, attempts: int = 6, base_delay: float = 0.2, **kwargs: Any
+) -> T:
+    """`fn(*args, **kwargs)` in a thread, retried as `retrying` does; `fn` is an API method
+    of the synchronous client, bounded by REQUEST_TIMEOUT unless it says."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    return await retrying(
+        lambda: asyncio.to_thread(fn, *args, **kwargs), attempts=attempts, base_delay=base_delay
+    )

@@ -3,7 +3,9 @@
 List (a page at a time), then watch from the list's resourceVersion with bookmarks; a watch
 that ends is resumed from the last version seen, and an expired one (410) lists again, with
 objects that vanished in between delivered as DELETED. Events reach `on_event(type, object)`
-in the event loop as raw JSON dicts, the object's `managedFields` dropped.
+in the event loop as raw JSON dicts, the object's `managedFields` dropped. `reach(version)`
+is a new leader's consistency barrier: it waits until the watch has delivered everything up to
+a consistent list's version, so a warm cache need not be listed again.
 
 Why not kopf or the official client's watch: kopf runs each event through its cause detection,
 per-object workers and handler invocation (about 40 % of the operator's CPU while binding, by
@@ -18,86 +20,16 @@ import asyncio
 import json
 import logging
 import random
-import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-import kubernetes
+
+from kubenova.kube.aio import ExpiredError, RawObject, Session, raise_for
 
 log = logging.getLogger(__name__)
 
-RawObject = dict[str, Any]
 OnEvent = Callable[[str, RawObject], None]
-
-
-class ExpiredError(Exception):
-    """The resourceVersion to resume from is gone (410): list again."""
-
-
-class Session:
-    """HTTP to the API server with the official client's configuration (server, CA, client
-    certificate or token). A token is read at every connect, so an in-cluster token that
-    the kubelet rotates is picked up."""
-
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self.config: Any = api.configuration
-        self.base = str(self.config.host).rstrip("/")
-        self._http: aiohttp.ClientSession | None = None
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.base.startswith("https"):
-            return False
-        ctx = ssl.create_default_context(cafile=self.config.ssl_ca_cert or None)
-        if self.config.cert_file:
-            ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
-        if not self.config.verify_ssl:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-    def headers(self) -> dict[str, str]:
-        """The official client's own auth headers (its `auth_settings`, which also refreshes
-        an in-cluster token), so both clients authenticate alike."""
-        out = {"Accept": "application/json"}
-        for auth in self.config.auth_settings().values():
-            if auth.get("in") == "header" and auth.get("value"):
-                out[auth["key"]] = auth["value"]
-        return out
-
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=16)
-            )
-        return self._http
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    async def get(self, path: str, params: dict[str, str], timeout: float) -> RawObject:
-        async with self.http().get(
-            self.base + path,
-            params=params,
-            headers=self.headers(),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
-            await _raise_for(resp)
-            result: RawObject = json.loads(await resp.read())
-            return result
-
-
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    """A list's or a watch's answer that is not a success: ExpiredError for 410, else the
-    status with the start of the API server's message."""
-    if resp.status < 300:
-        return
-    body = (await resp.read())[:300].decode(errors="replace")
-    if resp.status == 410:
-        raise ExpiredError(body)
-    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body)
 
 
 def lines(buffer: bytearray, chunk: bytes) -> Iterator[bytes]:
@@ -125,6 +57,11 @@ def _lean(obj: RawObject) -> RawObject:
     return obj
 
 
+HURRY_TIMEOUT = 3
+"""Seconds of a watch opened for `Reflector.reach`: the API server sends a bookmark 2 s before
+a watch's time-out, so its current resourceVersion arrives about a second in."""
+
+
 @dataclass
 class Reflector:
     """One resource's list-and-watch (`path`: e.g. /apis/kubenova.io/v1alpha1/virtualmachines,
@@ -144,12 +81,18 @@ class Reflector:
     resource_version: str | None = None
     lists: int = 0
     """Complete lists so far (1 + relists after expiry or failure)."""
+    _moved: asyncio.Event = field(default_factory=asyncio.Event)
+    _hurry: int = 0
+    _stream: aiohttp.ClientResponse | None = None
+    _interrupted: bool = False
+    _relist: bool = False
 
     async def run(self) -> None:
         delay = 0.5
         while True:
             try:
-                if self.resource_version is None:
+                if self.resource_version is None or self._relist:
+                    self._relist = False
                     await self._list()
                     delay = 0.5
                 await self._watch()
@@ -165,61 +108,108 @@ class Reflector:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 30.0)
 
+    async def reach(self, version: str, timeout: float) -> bool:
+        """True once every event up to resourceVersion `version` has been delivered: given
+        the version of a consistent list read just before, the objects delivered so far are
+        then at least as new as that list's, without listing them again. The watch open now
+        is replaced by short ones, whose bookmarks carry the API server's progress, until
+        then. False after `timeout`, or when the versions are not etcd's integers (they are
+        opaque to clients by contract; the caller lists instead)."""
+        try:
+            want = int(version)
+        except ValueError:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._hurry += 1
+        try:
+            if not self._reached(want):
+                self._interrupt()  # `run` opens a short watch next
+            while not self._reached(want):
+                self._moved.clear()
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._moved.wait(), left)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._hurry -= 1
+
+    async def relist(self) -> None:
+        """List again now (the watch open is ended), and return once that list is delivered:
+        objects that vanished meanwhile come as DELETED, the others as ADDED."""
+        target = self.lists + 1
+        self._relist = True
+        self._interrupt()
+        while self.lists < target:
+            self._moved.clear()
+            await self._moved.wait()
+
+    def _interrupt(self) -> None:
+        if self._stream is not None:
+            self._interrupted = True
+            self._stream.close()  # `_watch` returns; `run` goes on
+
+    def _reached(self, want: int) -> bool:
+        try:
+            return self.resource_version is not None and int(self.resource_version) >= want
+        except ValueError:
+            return False
+
+    def _advanced(self, version: str) -> None:
+        self.resource_version = version
+        self._moved.set()
+
     async def _list(self) -> None:
         seen: set[str] = set()
-        token: str | None = None
         rv = ""
-        while True:
-            params = {"limit": str(self.page)}
-            if token:
-                params["continue"] = token
-            try:
-                listing = await self.session.get(self.path, params, timeout=60)
-            except ExpiredError:
-                if token is None:
-                    raise
-                token = None  # the continue token expired: list from the top again
-                seen.clear()
-                continue
+        async for listing in self.session.pages(self.path, self.page, on_restart=seen.clear):
             for obj in listing.get("items") or ():
-                key = _key(obj)
-                seen.add(key)
+                seen.add(_key(obj))
                 self._deliver("ADDED", _lean(obj))
-            meta = listing.get("metadata") or {}
-            rv = meta.get("resourceVersion") or rv
-            token = meta.get("continue") or None
-            if token is None:
-                break
+            rv = (listing.get("metadata") or {}).get("resourceVersion") or rv
         for key in self.keys - seen:  # deleted while we were not watching
             ns, _, name = key.rpartition("/")
             gone: RawObject = {"metadata": {"name": name, **({"namespace": ns} if ns else {})}}
             self._deliver("DELETED", gone)
         self.keys = seen
-        self.resource_version = rv
         self.lists += 1
+        self._advanced(rv)
         if self.on_synced is not None:
             self.on_synced()
 
     async def _watch(self) -> None:
+        timeout = HURRY_TIMEOUT if self._hurry else self.timeout
         params = {
             "watch": "true",
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(self.timeout),
+            "timeoutSeconds": str(timeout),
             "resourceVersion": self.resource_version or "",
         }
+        self._interrupted = False
         async with self.session.http().get(
             self.session.base + self.path,
             params=params,
             headers=self.session.headers(),
             # As kopf's client timeout: a stream that stalls (or a proxy holding it) is cut
             # 15 s after the server should have ended it, and resumed.
-            timeout=aiohttp.ClientTimeout(total=self.timeout + 15, sock_connect=10),
+            timeout=aiohttp.ClientTimeout(total=timeout + 15, sock_connect=10),
         ) as resp:
-            await _raise_for(resp)
+            await raise_for(resp)
             buffer = bytearray()
-            async for chunk in resp.content.iter_any():
-                for line in lines(buffer, chunk):
-                    self._event(json.loads(line))
+            self._stream = resp
+            try:
+                async for chunk in resp.content.iter_any():
+                    for line in lines(buffer, chunk):
+                        self._event(json.loads(line))
+            except (aiohttp.ClientError, ConnectionError):
+                if not self._interrupted:
+                    raise
+            finally:
+                self._stream = None
 
     def _event(self, event: RawObject) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
@@ -227,10 +217,9 @@ class Reflector:
             if obj.get("code") == 410:
                 raise ExpiredError(str(obj.get("message")))
             raise RuntimeError(f"watch error: {obj.get('message') or obj}")
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        if rv:
-            self.resource_version = rv
         if kind == "BOOKMARK" or not isinstance(kind, str):
+            if rv := (obj.get("metadata") or {}).get("resourceVersion"):
+                self._advanced(rv)
             return
         key = _key(obj)
         if kind == "DELETED":
@@ -238,6 +227,8 @@ class Reflector:
         else:
             self.keys.add(key)
         self._deliver(kind, _lean(obj))
+        if rv := (obj.get("metadata") or {}).get("resourceVersion"):
+            self._advanced(rv)  # after delivery: `reach` means delivered
 
     def _deliver(self, kind: str, obj: RawObject) -> None:
         """One bad object or a handler's bug does not end the stream (and cost a relist)."""

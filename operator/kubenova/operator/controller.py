@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,9 +32,10 @@ from kubenova.api import (
 from kubenova.api.host import HostPhase
 from kubenova.api.meta import Condition, ConditionStatus, Resource, set_condition
 from kubenova.api.vm import VMPhase
-from kubenova.kube import client, logs
+from kubenova.kube import aio, logs
 from kubenova.kube.events import EventRecorder, ref_of
 from kubenova.kube.leases import LeaseClient
+from kubenova.kube.watch import Reflector
 from kubenova.operator import (
     drains,
     fencing,
@@ -55,11 +56,16 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
 
 HOST_LEASE_PREFIX = "kubenova-host-"
-MERGE = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 ACTOR = "operator"
+GROUP_PATH = f"/apis/{constants.GROUP}/{constants.VERSION}"
 LIST_PAGE = 500
-"""Objects per page of the leader's initial lists."""
+"""Objects per page of the leader's lists."""
+CATCH_UP_SECONDS = 10.0
+"""How long a new leader waits for a watch to catch up with a consistent read before it lists
+that kind again instead."""
+NOTHING = "kubenova.io/consistency-barrier=none"
+"""A label selector no object matches: a list with it is a consistent read of a collection's
+resourceVersion that carries no objects."""
 WRITE_TIMEOUT = 15.0
 """Seconds a VM write may wait for its answer. Without one, a write whose connection was cut
 after it landed (a retried PATCH through a faulty network) could wait forever and hold its
@@ -122,11 +128,15 @@ class Controller:
     def __init__(self, settings: Settings, api: kubernetes.client.ApiClient) -> None:
         self.settings = settings
         self.api = api
+        self.http = aio.Session(api)
+        """The asynchronous client of the hot paths (binds, status writes, lists)."""
+        self.watches: list[Reflector] = []
+        """The list-and-watches of VMs, Hosts and Leases (`handlers` starts them); a new
+        leader catches each up instead of listing its kind again."""
         self.ledger = quota.QuotaLedger(quota_store.KubeStore(api))
         self.world = World(clock=time.monotonic, config=settings.scheduler)
         # Custom objects are untyped JSON either way; Any keeps the call sites readable.
         self.custom: Any = kubernetes.client.CustomObjectsApi(api)
-        self.coord = kubernetes.client.CoordinationV1Api(api)
         self.recorder = EventRecorder(api, "kubenova-operator", settings.identity)
         self.elector = LeaderElector(
             LeaseClient(api, settings.namespace, settings.leader_lease),
@@ -247,75 +257,49 @@ class Controller:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _pages(self, plural: str) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every object of `plural`, a page of `LIST_PAGE` at a time (limit/continue, as
-        client-go's pager): the API server never builds one response of 100,000 VMs, and the
-        raw JSON of only one page is held at once. A continue token that expired (410) starts
-        the list again from the top, as the pager does."""
-        token: str | None = None
-        while True:
-            page: dict[str, Any] = {"limit": LIST_PAGE}
-            if token:
-                page["_continue"] = token
-            try:
-                listing = await client.call(
-                    self.custom.list_cluster_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    plural,
-                    **page,
-                )
-            except ApiException as e:
-                if e.status != 410 or token is None:
-                    raise
-                log.warning("listing %s: continue token expired; listing again", plural)
-                token = None
-                continue
-            yield listing["items"]
-            token = (listing.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return
+        await self.http.close()
 
     async def _list(self, plural: str) -> list[dict[str, Any]]:
-        return [item async for page in self._pages(plural) for item in page]
+        """Every object of `plural`, cluster-wide, read a page of LIST_PAGE at a time."""
+        return [
+            item
+            async for page in self.http.pages(f"{GROUP_PATH}/{plural}", LIST_PAGE)
+            for item in page.get("items") or ()
+        ]
 
     async def _takeover(self) -> None:
-        """Before the first decision, read everything afresh, as kube-scheduler waits for its
-        informers to sync: bindings the previous leader made just before it stepped down are
-        counted (nothing is double-booked) and no VM is judged against a half-known cluster."""
-        leases = await client.call(self.coord.list_namespaced_lease, self.settings.namespace)
-        api: Any = self.api  # sanitize_for_serialization is untyped
-        for lease in leases.items:
-            self.on_lease("ADDED", api.sanitize_for_serialization(lease))
-        for plural, handler in (
-            ("flavors", self.on_flavor),
-            ("resourcepools", self.on_pool),
-            ("hosts", self.on_host),
-        ):
+        """Before the first decision, the caches must be the API's as of now, as kube-scheduler
+        waits for its informers to sync: bindings the previous leader made just before it
+        stepped down are counted (nothing is double-booked) and no VM is judged against a
+        half-known cluster. Every replica watches VMs, Hosts and Leases, so a warm standby
+        holds them already: each watch is caught up to a consistent read instead of listing
+        100,000 VMs again. The kinds kopf watches are few, and listed."""
+        for plural, handler in (("flavors", self.on_flavor), ("resourcepools", self.on_pool)):
             for item in await self._list(plural):
                 handler("ADDED", item)
-        seen = set()
-        async for page in self._pages("virtualmachines"):
-            for item in page:
-                meta = item["metadata"]
-                key = f"{meta.get('namespace', 'default')}/{meta['name']}"
-                known = self.world.records.get(key)
-                if known is not None and known.resource_version == meta.get("resourceVersion"):
-                    seen.add(key)  # a warm standby's copy is this very version: nothing to redo
-                    continue
-                vm = self.parse_vm(item)
-                if vm is not None:
-                    seen.add(vm_key(vm))
-                    self.world.upsert_vm(vm)
-        for key in set(self.world.vms) - seen:
-            self.world.remove_vm(key)
+        await asyncio.gather(*(self._catch_up(w) for w in self.watches))
         for item in await self._list("vmmigrations"):
             self.on_migration("ADDED", item)
         self._leading = True
         metrics.LEADER.set(1)
-        log.info("leading: %d VMs, %d hosts in the cache", len(seen), len(self.world.hosts))
+        vms, hosts = len(self.world.vms), len(self.world.hosts)
+        log.info("leading: %d VMs, %d hosts in the cache", vms, hosts)
         self.wake.set()
+
+    async def _catch_up(self, watch: Reflector) -> None:
+        """`watch` has delivered everything a consistent read now sees (its list's
+        resourceVersion, reached by the watch's events and bookmarks); where that cannot be
+        shown within CATCH_UP_SECONDS (opaque versions, a stalled watch), it lists again."""
+        started = time.monotonic()
+        barrier = await self.http.call("GET", watch.path, params={"labelSelector": NOTHING})
+        version = (barrier.get("metadata") or {}).get("resourceVersion") or ""
+        if await watch.reach(version, CATCH_UP_SECONDS):
+            how = "caught up"
+        else:
+            log.warning("%s: the watch did not reach %r; listing again", watch.name, version)
+            await watch.relist()
+            how = "listed again"
+        log.info("%s: %s in %.2f s", watch.name, how, time.monotonic() - started)
 
     def _stepdown(self) -> None:
         self._leading = False
@@ -545,48 +529,30 @@ class Controller:
         moved on since `vm`) is a conflict like 409."""
         ops = self.world.status_patch(vm, status)
         try:
-            result: dict[str, Any] = await client.call(
-                self.custom.patch_namespaced_custom_object_status,
-                constants.GROUP,
-                constants.VERSION,
-                vm.metadata.namespace,
-                "virtualmachines",
-                vm.metadata.name,
-                ops,
-                _content_type=JSON_PATCH,
-                _request_timeout=WRITE_TIMEOUT,
+            return await self.http.call(
+                "PATCH",
+                _vm_path(vm, "/status"),
+                body=ops,
+                content_type=aio.JSON_PATCH,
+                timeout=WRITE_TIMEOUT,
             )
         except ApiException as e:
             if e.status == 422:
                 e.status = 409
             raise
-        return result
 
     async def _read_vm(self, vm: VirtualMachine) -> dict[str, Any]:
-        body: dict[str, Any] = await client.call(
-            self.custom.get_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            vm.metadata.namespace,
-            "virtualmachines",
-            vm.metadata.name,
-        )
-        return body
+        return await self.http.call("GET", _vm_path(vm))
 
     async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> dict[str, Any]:
         """A merge patch of `vm`'s metadata; the VM as it is after."""
-        result: dict[str, Any] = await client.call(
-            self.custom.patch_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            vm.metadata.namespace,
-            "virtualmachines",
-            vm.metadata.name,
-            {"metadata": meta},
-            _content_type=MERGE,
-            _request_timeout=WRITE_TIMEOUT,
+        return await self.http.call(
+            "PATCH",
+            _vm_path(vm),
+            body={"metadata": meta},
+            content_type=aio.MERGE_PATCH,
+            timeout=WRITE_TIMEOUT,
         )
-        return result
 
     async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
         reason = min(why.reasons, key=lambda r: r.value).value if why.reasons else "Unknown"
@@ -739,16 +705,19 @@ class Controller:
             await self._patch_cluster_status("resourcepools", pool.metadata.name, new.to_dict())
 
     async def _patch_cluster_status(self, plural: str, name: str, status: dict[str, Any]) -> None:
+        path = aio.object_path(constants.GROUP, constants.VERSION, plural, name, None)
         try:
-            await client.call(
-                self.custom.patch_cluster_custom_object_status,
-                constants.GROUP,
-                constants.VERSION,
-                plural,
-                name,
-                {"status": status},
-                _content_type=MERGE,
+            await self.http.call(
+                "PATCH", path + "/status", body={"status": status}, content_type=aio.MERGE_PATCH
             )
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+def _vm_path(vm: VirtualMachine, sub: str = "") -> str:
+    meta = vm.metadata
+    plural = "virtualmachines"
+    return (
+        aio.object_path(constants.GROUP, constants.VERSION, plural, meta.name, meta.namespace) + sub
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from kubenova.api import constants
-from kubenova.kube import client, watch
+from kubenova.kube import aio, client, watch
 from kubenova.operator.controller import Controller, Settings
 from kubenova.operator.images import ImageHosts
 
@@ -23,7 +23,6 @@ _settings: Settings | None = None
 _controller: Controller | None = None
 _image_hosts: ImageHosts | None = None
 _image_task: asyncio.Task[None] | None = None
-_session: watch.Session | None = None
 _reflectors: list[asyncio.Task[None]] = []
 
 
@@ -62,13 +61,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _start_reflectors(settings: Settings, ctl: Controller, images: ImageHosts) -> None:
-    global _session
-
-    def host_event(event_type: str, body: watch.RawObject) -> None:
+    def host_event(event_type: str, body: aio.RawObject) -> None:
         ctl.on_host(event_type, body)
         images.on_host(event_type, body)
 
-    _session = watch.Session(client.api_client())
     group = f"/apis/{constants.GROUP}/{constants.VERSION}"
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{settings.namespace}/leases"
     for name, path, on_event in (
@@ -76,7 +72,8 @@ def _start_reflectors(settings: Settings, ctl: Controller, images: ImageHosts) -
         ("hosts", f"{group}/hosts", host_event),
         ("leases", leases, ctl.on_lease),
     ):
-        r = watch.Reflector(_session, path, on_event, name=name, timeout=settings.watch_timeout)
+        r = watch.Reflector(ctl.http, path, on_event, name=name, timeout=settings.watch_timeout)
+        ctl.watches.append(r)
         _reflectors.append(asyncio.create_task(r.run(), name=f"watch-{name}"))
 
 
@@ -85,8 +82,6 @@ async def cleanup(**_: Any) -> None:
     for task in _reflectors:
         task.cancel()
     await asyncio.gather(*_reflectors, return_exceptions=True)
-    if _session is not None:
-        await _session.close()
     if _image_task is not None:
         _image_task.cancel()
     if _controller is not None:

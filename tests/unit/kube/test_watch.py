@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 from aiohttp import web
 
-from kubenova.kube import client, watch
+from kubenova.kube import aio, client, watch
 
 pytestmark = pytest.mark.unit
 
@@ -127,7 +127,7 @@ def test_a_reflector_lists_watches_resumes_and_relists_after_expiry() -> None:
         gen = _serve(api)
         base = await gen.__anext__()
         config = kubernetes.client.Configuration(host=base)
-        session = watch.Session(kubernetes.client.ApiClient(config))
+        session = aio.Session(kubernetes.client.ApiClient(config))
         reflector = watch.Reflector(
             session, PATH, on_event, page=2, timeout=5, on_synced=lambda: synced.append(1)
         )
@@ -187,7 +187,7 @@ def test_a_handler_that_fails_does_not_end_the_stream_and_a_token_is_sent(
             "users": [{"name": "u", "user": {"token": "s3cret"}}],
             "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}],
         }))  # fmt: skip
-        session = watch.Session(client.api_client(str(kubeconfig)))
+        session = aio.Session(client.api_client(str(kubeconfig)))
         reflector = watch.Reflector(session, PATH, on_event, timeout=5)
         task = asyncio.create_task(reflector.run())
         try:
