@@ -46,7 +46,7 @@ def test_status_writes_append_history_and_a_stale_copy_conflicts(
         try:
             for i in range(constants.MAX_HISTORY + 5):
                 new, _ = lifecycle.apply(held.status, _change(i), dt.datetime.now(dt.UTC))
-                raw = await ctl._patch_status(held, new.to_dict())
+                raw = await ctl.writes.vm_status(held, new.to_dict())
                 fresh = ctl.parse_vm(raw)
                 assert fresh is not None
                 held = fresh
@@ -79,7 +79,7 @@ def test_status_writes_append_history_and_a_stale_copy_conflicts(
     async def stale_write() -> None:
         new, _ = lifecycle.apply(stale.status, _change(99), dt.datetime.now(dt.UTC))
         try:
-            await ctl._patch_status(stale, new.to_dict())
+            await ctl.writes.vm_status(stale, new.to_dict())
         finally:
             await ctl.http.close()
 

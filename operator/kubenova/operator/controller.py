@@ -45,6 +45,7 @@ from kubenova.operator import (
     migrations,
     rebalancing,
 )
+from kubenova.operator.context import Context, Writes
 from kubenova.operator.election import ElectionConfig, LeaderElector
 from kubenova.operator.migration_flow import Limits
 from kubenova.operator.world import HostLease, World, vm_key
@@ -57,19 +58,12 @@ R = TypeVar("R", bound=Resource)
 
 HOST_LEASE_PREFIX = "kubenova-host-"
 ACTOR = "operator"
-GROUP_PATH = f"/apis/{constants.GROUP}/{constants.VERSION}"
-LIST_PAGE = 500
-"""Objects per page of the leader's lists."""
 CATCH_UP_SECONDS = 10.0
 """How long a new leader waits for a watch to catch up with a consistent read before it lists
 that kind again instead."""
 NOTHING = "kubenova.io/consistency-barrier=none"
 """A label selector no object matches: a list with it is a consistent read of a collection's
 resourceVersion that carries no objects."""
-WRITE_TIMEOUT = 15.0
-"""Seconds a VM write may wait for its answer. Without one, a write whose connection was cut
-after it landed (a retried PATCH through a faulty network) could wait forever and hold its
-bind; timed out, it is retried and answered 409, which the bind settles by reading the VM."""
 
 
 @dataclass(frozen=True)
@@ -146,18 +140,23 @@ class Controller:
             on_stopped=self._stepdown,
         )
         self.wake = asyncio.Event()
+        self.writes = Writes(self.http, self.world)
+        self.ctx = Context(self.world, self.writes, self.recorder, self.leading, self.wake)
+        """What the controllers beside this one get (none of them gets this Controller)."""
         self.binds = asyncio.Semaphore(settings.bind_concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._binding_tasks: set[asyncio.Task[None]] = set()
         self._leading = False
         self.migrations = migrations.MigrationController(
-            self, settings.migration_limits, retention=settings.migration_retention
+            self.ctx, settings.migration_limits, retention=settings.migration_retention
         )
         self.host_failure = hostfailure.HostFailureController(
-            self, settings.host_failure_grace, fencing.AdminConfirmation()
+            self.ctx, settings.host_failure_grace, fencing.AdminConfirmation()
         )
-        self.drains = drains.DrainController(self, settings.drain_max_attempts)
-        self.rebalance = rebalancing.RebalanceController(self, settings.rebalance_period)
+        self.drains = drains.DrainController(self.ctx, self.migrations, settings.drain_max_attempts)
+        self.rebalance = rebalancing.RebalanceController(
+            self.ctx, self.migrations, settings.rebalance_period
+        )
 
     # -- watch events (every replica) ---------------------------------------------------------
 
@@ -259,14 +258,6 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.close()
 
-    async def _list(self, plural: str) -> list[dict[str, Any]]:
-        """Every object of `plural`, cluster-wide, read a page of LIST_PAGE at a time."""
-        return [
-            item
-            async for page in self.http.pages(f"{GROUP_PATH}/{plural}", LIST_PAGE)
-            for item in page.get("items") or ()
-        ]
-
     async def _takeover(self) -> None:
         """Before the first decision, the caches must be the API's as of now, as kube-scheduler
         waits for its informers to sync: bindings the previous leader made just before it
@@ -275,10 +266,10 @@ class Controller:
         holds them already: each watch is caught up to a consistent read instead of listing
         100,000 VMs again. The kinds kopf watches are few, and listed."""
         for plural, handler in (("flavors", self.on_flavor), ("resourcepools", self.on_pool)):
-            for item in await self._list(plural):
+            for item in await self.writes.list(plural):
                 handler("ADDED", item)
         await asyncio.gather(*(self._catch_up(w) for w in self.watches))
-        for item in await self._list("vmmigrations"):
+        for item in await self.writes.list("vmmigrations"):
             self.on_migration("ADDED", item)
         self._leading = True
         metrics.LEADER.set(1)
@@ -403,7 +394,7 @@ class Controller:
         `_settle_expired` asks again once the assumption has waited `assumption_ttl`."""
         key = vm_key(vm)
         try:
-            body = await self._read_vm(vm)
+            body = await self.writes.read_vm(vm)
         except ApiException as e:
             if e.status == 404:
                 self._forget(key)  # gone; the watch's DELETED event removes it
@@ -480,7 +471,7 @@ class Controller:
         )
         started = time.perf_counter()
         try:
-            updated = await self._patch_status(vm, new_status.to_dict())
+            updated = await self.writes.vm_status(vm, new_status.to_dict())
         except ApiException as e:
             if e.status in (404, 409):
                 metrics.BINDS.labels("conflict").inc()
@@ -508,51 +499,18 @@ class Controller:
                 return
             patch = {"resourceVersion": rv, **meta, "finalizers": [*fins, constants.VM_FINALIZER]}
             try:
-                await self._patch_meta(vm, patch)
+                await self.writes.vm_meta(vm, patch)
                 return
             except ApiException as e:
                 if e.status != 409:
                     raise
-                fresh = await self._read_vm(vm)
+                fresh = await self.writes.read_vm(vm)
                 if fresh.get("status", {}).get("host") != host:
                     return  # someone else decided since
                 vm = self.parse_vm(fresh) or vm
                 rv = fresh["metadata"]["resourceVersion"]
                 fins = list(fresh["metadata"].get("finalizers") or [])
         log.error("could not add the finalizer to %s after 5 conflicts", vm_key(vm))
-
-    async def _patch_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
-        """Write `status` (merge-patch form: keys left out stay, None removes) over `vm`'s,
-        with its resourceVersion as precondition. A JSON patch of only what changed, history
-        entries appended (`World.status_patch`): a bind carries a few hundred bytes, not the
-        whole status. The server's answer to a patch that no longer applies (422: the object
-        moved on since `vm`) is a conflict like 409."""
-        ops = self.world.status_patch(vm, status)
-        try:
-            return await self.http.call(
-                "PATCH",
-                _vm_path(vm, "/status"),
-                body=ops,
-                content_type=aio.JSON_PATCH,
-                timeout=WRITE_TIMEOUT,
-            )
-        except ApiException as e:
-            if e.status == 422:
-                e.status = 409
-            raise
-
-    async def _read_vm(self, vm: VirtualMachine) -> dict[str, Any]:
-        return await self.http.call("GET", _vm_path(vm))
-
-    async def _patch_meta(self, vm: VirtualMachine, meta: dict[str, Any]) -> dict[str, Any]:
-        """A merge patch of `vm`'s metadata; the VM as it is after."""
-        return await self.http.call(
-            "PATCH",
-            _vm_path(vm),
-            body={"metadata": meta},
-            content_type=aio.MERGE_PATCH,
-            timeout=WRITE_TIMEOUT,
-        )
 
     async def _mark_unschedulable(self, vm: VirtualMachine, why: Unschedulable) -> None:
         reason = min(why.reasons, key=lambda r: r.value).value if why.reasons else "Unknown"
@@ -567,7 +525,7 @@ class Controller:
         if new_status is vm.status or not self.leading():
             return  # the same explanation is already there
         try:
-            await self._patch_status(vm, new_status.to_dict())
+            await self.writes.vm_status(vm, new_status.to_dict())
         except ApiException as e:
             if e.status not in (404, 409):
                 raise
@@ -589,7 +547,7 @@ class Controller:
     async def _recount(self) -> None:
         """Recount every namespace's quota usage from its VMs, healing drift (a charge whose
         VM create failed after admission, a release lost to a crash)."""
-        for q in await self._list("vmquotas"):
+        for q in await self.writes.list("vmquotas"):
             await quota.recount_namespace(self.api, q["metadata"]["namespace"], self.ledger)
 
     async def _sync_statuses(self) -> None:
@@ -615,7 +573,7 @@ class Controller:
                 flavor.status.observed_generation != flavor.metadata.generation
             ):
                 status = {"vmCount": used, "observedGeneration": flavor.metadata.generation}
-                await self._patch_cluster_status("flavors", name, status)
+                await self.writes.cluster_status("flavors", name, status)
         for pool in list(self.world.pools.values()):
             await self._sync_pool(pool)
         metrics.EVENTS_DROPPED.set(self.recorder.dropped)
@@ -636,7 +594,7 @@ class Controller:
                     await quota.release_charge(self.api, vm, self.ledger)
                 elif deleting and not vm.status.host and constants.VM_FINALIZER in fins:
                     # Never bound: no agent has a domain to clean up.
-                    await self._patch_meta(
+                    await self.writes.vm_meta(
                         vm,
                         {
                             "resourceVersion": vm.metadata.resource_version,
@@ -651,7 +609,7 @@ class Controller:
                         vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
                     )
                     new_status, _ = lifecycle.apply(vm.status, change, dt.datetime.now(dt.UTC))
-                    await self._patch_status(vm, new_status.to_dict())
+                    await self.writes.vm_status(vm, new_status.to_dict())
                     self.recorder.emit(ref_of(vm), "Normal", "Deleting", change.message)
             except ApiException as e:
                 if e.status not in (404, 409):
@@ -669,7 +627,7 @@ class Controller:
         )
         conds = set_condition(host.status.conditions, cond, now)
         status = {"phase": phase.value, "conditions": [c.to_dict() for c in conds]}
-        await self._patch_cluster_status("hosts", host.metadata.name, status)
+        await self.writes.cluster_status("hosts", host.metadata.name, status)
         log.info("host %s is %s", host.metadata.name, phase.value)
         kind = "Normal" if ready else "Warning"
         self.recorder.emit(ref_of(host), kind, f"Host{phase.value}", cond.message)
@@ -702,22 +660,4 @@ class Controller:
         for flavor, n in computed.available.items():
             metrics.POOL_FITS.labels(pool.metadata.name, flavor).set(n)
         if new.to_dict() != pool.status.to_dict():
-            await self._patch_cluster_status("resourcepools", pool.metadata.name, new.to_dict())
-
-    async def _patch_cluster_status(self, plural: str, name: str, status: dict[str, Any]) -> None:
-        path = aio.object_path(constants.GROUP, constants.VERSION, plural, name, None)
-        try:
-            await self.http.call(
-                "PATCH", path + "/status", body={"status": status}, content_type=aio.MERGE_PATCH
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-
-
-def _vm_path(vm: VirtualMachine, sub: str = "") -> str:
-    meta = vm.metadata
-    plural = "virtualmachines"
-    return (
-        aio.object_path(constants.GROUP, constants.VERSION, plural, meta.name, meta.namespace) + sub
-    )
+            await self.writes.cluster_status("resourcepools", pool.metadata.name, new.to_dict())

@@ -16,27 +16,35 @@ from kubenova.api import Host, constants
 from kubenova.api.meta import Condition, ConditionStatus, set_condition
 from kubenova.api.migration import MigrationPhase
 from kubenova.kube.events import ref_of
-from kubenova.operator import draining, loops, migration_flow, migrations
+from kubenova.operator import draining, loops, migration_flow
 from kubenova.operator.hostfailure import reschedule
 
 if TYPE_CHECKING:
-    from kubenova.operator.controller import Controller
+    from kubenova.operator.context import Context
+    from kubenova.operator.migrations import MigrationController
 
 log = logging.getLogger(__name__)
 
 
 class DrainController:
-    def __init__(self, ctl: Controller, max_attempts: int = 3, period: float = 1.0) -> None:
-        self.ctl = ctl
+    def __init__(
+        self,
+        ctx: Context,
+        migrations: MigrationController,
+        max_attempts: int = 3,
+        period: float = 1.0,
+    ) -> None:
+        self.ctx = ctx
+        self.migrations = migrations
         self.max_attempts = max_attempts
         self.period = period
 
     async def run(self) -> None:
-        await loops.while_leading(lambda: self.period, self.ctl.leading, self.sync, "drain pass")
+        await loops.while_leading(lambda: self.period, self.ctx.leading, self.sync, "drain pass")
 
     async def sync(self) -> None:
-        for name in sorted(self.ctl.world.draining):
-            host = self.ctl.world.hosts.get(name)
+        for name in sorted(self.ctx.world.draining):
+            host = self.ctx.world.hosts.get(name)
             if host is None:
                 continue
             try:
@@ -49,10 +57,10 @@ class DrainController:
                     raise
 
     async def _drain(self, name: str, host: Host) -> None:
-        ctl = self.ctl
+        ctx = self.ctx
         active: set[str] = set()
         failed: dict[str, int] = {}
-        for m in [*ctl.migrations.migrations.values(), *ctl.migrations.finished.values()]:
+        for m in [*self.migrations.migrations.values(), *self.migrations.finished.values()]:
             key = migration_flow.vm_key(m)
             if m.status.phase not in migration_flow.DONE:
                 active.add(key)
@@ -61,41 +69,40 @@ class DrainController:
                 and m.status.phase is not MigrationPhase.SUCCEEDED
             ):
                 failed[key] = failed.get(key, 0) + 1
-        plan = draining.plan(name, ctl.world.vms_on(name), active, failed, self.max_attempts)
+        plan = draining.plan(name, ctx.world.vms_on(name), active, failed, self.max_attempts)
         for vm in plan.of(draining.Move.MIGRATE):
-            m = await migrations.create(
-                ctl,
+            m = await self.migrations.create(
                 vm,
                 "drain",
                 {constants.LABEL_INITIATOR: "drain", constants.LABEL_DRAIN_HOST: name},
             )
-            ctl.recorder.emit(
+            ctx.recorder.emit(
                 ref_of(vm),
                 "Normal",
                 "Evicting",
                 f"host {name} is drained: migrating live (VMMigration {m.metadata.name})",
             )
         for vm in plan.of(draining.Move.SHUT_DOWN):
-            await ctl._patch_meta(
+            await ctx.writes.vm_meta(
                 vm,
                 {
                     "resourceVersion": vm.metadata.resource_version,
                     "annotations": {constants.ANNOTATION_EVICT: name},
                 },
             )
-            ctl.recorder.emit(
+            ctx.recorder.emit(
                 ref_of(vm),
                 "Normal",
                 "Evicting",
                 f"host {name} is drained: shutting down, to start elsewhere if it should run",
             )
         for vm in plan.of(draining.Move.UNBIND):
-            await reschedule(ctl, vm, f"host {name} is drained", "drain")
+            await reschedule(ctx, vm, f"host {name} is drained", "drain")
         await self._condition(host, plan)
 
     async def _undrained(self, host: Host) -> None:
         conds = [c for c in host.status.conditions if c.type != constants.COND_DRAINED]
-        await self.ctl._patch_cluster_status(
+        await self.ctx.writes.cluster_status(
             "hosts", host.metadata.name, {"conditions": [c.to_dict() for c in conds]}
         )
 
@@ -122,13 +129,13 @@ class DrainController:
         if current is not None and (current.status, current.message) == (cond.status, cond.message):
             return
         conds = set_condition(host.status.conditions, cond, now)
-        await self.ctl._patch_cluster_status(
+        await self.ctx.writes.cluster_status(
             "hosts", host.metadata.name, {"conditions": [c.to_dict() for c in conds]}
         )
         if done:
-            self.ctl.recorder.emit(ref_of(host), "Normal", "Drained", cond.message)
+            self.ctx.recorder.emit(ref_of(host), "Normal", "Drained", cond.message)
         for step in blocked:  # told once per change of the condition, not every pass
             text = f"host {host.metadata.name} is drained but this VM stays: {step.why}"
-            self.ctl.recorder.emit(ref_of(step.vm), "Warning", constants.REASON_DRAIN_BLOCKED, text)
+            self.ctx.recorder.emit(ref_of(step.vm), "Warning", constants.REASON_DRAIN_BLOCKED, text)
         if blocked:
-            self.ctl.recorder.emit(ref_of(host), "Warning", constants.REASON_DRAIN_BLOCKED, message)
+            self.ctx.recorder.emit(ref_of(host), "Warning", constants.REASON_DRAIN_BLOCKED, message)

@@ -22,7 +22,7 @@ from kubenova.operator import fencing, loops
 from kubenova.operator.world import vm_key
 
 if TYPE_CHECKING:
-    from kubenova.operator.controller import Controller
+    from kubenova.operator.context import Context
 
 log = logging.getLogger(__name__)
 ACTOR = "operator"
@@ -38,7 +38,7 @@ LOST = prometheus_client.Counter(
 )
 
 
-async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: str) -> None:
+async def reschedule(ctx: Context, vm: VirtualMachine, message: str, cause: str) -> None:
     """Unbind `vm` (phase Pending, no host) so the scheduler places it again: one status write
     with the VM's resourceVersion (the old host's agent sees it leave its field selector), and
     the eviction annotation taken off after it where there is one."""
@@ -62,34 +62,34 @@ async def reschedule(ctl: Controller, vm: VirtualMachine, message: str, cause: s
     key = vm_key(vm)
     # Held out of the scheduling queue (and the leader's metadata pass) until the writes are
     # done, so the bind that follows carries the latest resourceVersion.
-    ctl.world.binding.add(key)
+    ctx.world.binding.add(key)
     try:
-        unbound = VirtualMachine.parse(ctl.world.arrive(await ctl._patch_status(vm, body)))
+        unbound = VirtualMachine.parse(ctx.world.arrive(await ctx.writes.vm_status(vm, body)))
         if constants.ANNOTATION_EVICT in vm.metadata.annotations:
             meta = {
                 "resourceVersion": unbound.metadata.resource_version,
                 "annotations": {constants.ANNOTATION_EVICT: None},
             }
             try:
-                raw = await ctl._patch_meta(vm, meta)
-                unbound = VirtualMachine.parse(ctl.world.arrive(raw))
+                raw = await ctx.writes.vm_meta(vm, meta)
+                unbound = VirtualMachine.parse(ctx.world.arrive(raw))
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
     finally:
-        ctl.world.binding.discard(key)
-    ctl.world.upsert_vm(unbound)  # frees its room and queues it now, not at the watch event
+        ctx.world.binding.discard(key)
+    ctx.world.upsert_vm(unbound)  # frees its room and queues it now, not at the watch event
     RESCHEDULED.labels(cause).inc()
     log.info("VM %s unbound from %s: %s", vm_key(vm), vm.status.host, message)
-    ctl.recorder.emit(ref_of(vm), "Normal", "Rescheduled", message)
-    ctl.wake.set()
+    ctx.recorder.emit(ref_of(vm), "Normal", "Rescheduled", message)
+    ctx.wake.set()
 
 
 class HostFailureController:
     def __init__(
-        self, ctl: Controller, grace_seconds: float, fence: fencing.Fence, period: float = 1.0
+        self, ctx: Context, grace_seconds: float, fence: fencing.Fence, period: float = 1.0
     ) -> None:
-        self.ctl = ctl
+        self.ctx = ctx
         self.grace_seconds = grace_seconds
         self.fence = fence
         self.period = period
@@ -98,12 +98,12 @@ class HostFailureController:
 
     async def run(self) -> None:
         await loops.while_leading(
-            lambda: self.period, self.ctl.leading, self.sync, "host failure pass"
+            lambda: self.period, self.ctx.leading, self.sync, "host failure pass"
         )
 
     async def sync(self) -> None:
         now = dt.datetime.now(dt.UTC)
-        world = self.ctl.world
+        world = self.ctx.world
         for name, host in list(world.hosts.items()):
             phase = world.host_phase(name, now)
             if phase is HostPhase.READY:
@@ -118,7 +118,7 @@ class HostFailureController:
                     raise
 
     async def _lost(self, name: str, host: Host, now: dt.datetime) -> None:
-        world = self.ctl.world
+        world = self.ctx.world
         vms = world.vms_on(name)
         for vm in fencing.to_mark_unknown(vms):
             change = lifecycle.Change(
@@ -128,10 +128,10 @@ class HostFailureController:
                 vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
             )
             new_status, _ = lifecycle.apply(vm.status, change, now)
-            raw = await self.ctl._patch_status(vm, new_status.to_dict())
+            raw = await self.ctx.writes.vm_status(vm, new_status.to_dict())
             world.upsert_vm(VirtualMachine.parse(world.arrive(raw)))
             LOST.inc()
-            self.ctl.recorder.emit(ref_of(vm), "Warning", "HostLost", change.message)
+            self.ctx.recorder.emit(ref_of(vm), "Warning", "HostLost", change.message)
         lease = world.leases.get(name)
         lost = fencing.lost_since(lease.renew_time, lease.duration_seconds) if lease else None
         verdict = fencing.verdict(host, lost, self.grace_seconds, self.fence, now)
@@ -140,12 +140,12 @@ class HostFailureController:
             if past_grace and name not in self._waiting and vms:
                 self._waiting.add(name)
                 log.warning("%s", verdict.why)
-                self.ctl.recorder.emit(ref_of(host), "Warning", "AwaitingFencing", verdict.why)
+                self.ctx.recorder.emit(ref_of(host), "Warning", "AwaitingFencing", verdict.why)
             return
         for vm in fencing.to_recreate(world.vms_on(name)):
-            await reschedule(self.ctl, vm, f"recreated elsewhere: {verdict.why}", "host-failure")
+            await reschedule(self.ctx, vm, f"recreated elsewhere: {verdict.why}", "host-failure")
         for vm in fencing.to_release(world.vms_on(name)):
-            await self.ctl._patch_meta(
+            await self.ctx.writes.vm_meta(
                 vm,
                 {
                     "resourceVersion": vm.metadata.resource_version,

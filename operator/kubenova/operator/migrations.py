@@ -18,7 +18,7 @@ import heapq
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client
 from kubernetes.client.exceptions import ApiException
@@ -26,21 +26,17 @@ from kubernetes.client.exceptions import ApiException
 from kubenova.api import VirtualMachine, VMMigration, constants, lifecycle
 from kubenova.api.host import HostPhase
 from kubenova.api.migration import MigrationPhase
-from kubenova.kube import client
 from kubenova.kube.events import ref_of
-from kubenova.operator import migration_flow
+from kubenova.operator import context, migration_flow
+from kubenova.operator.context import Context
 from kubenova.operator.migration_flow import Do, Step
 from kubenova.operator.world import World, vm_key
 from kubenova.scheduler import targets
 from kubenova.scheduler.framework import Unschedulable
 
-if TYPE_CHECKING:
-    from kubenova.operator.controller import Controller
-
 log = logging.getLogger(__name__)
 
 PLURAL = "vmmigrations"
-MERGE = "application/merge-patch+json"
 ACTOR = "operator"
 
 MIGRATIONS = prometheus_client.Counter(
@@ -69,12 +65,12 @@ def _takes(world: World, host: str) -> bool:
 class MigrationController:
     def __init__(
         self,
-        ctl: Controller,
+        ctx: Context,
         limits: migration_flow.Limits,
         period: float = 0.5,
         retention: float = RETENTION,
     ) -> None:
-        self.ctl = ctl
+        self.ctx = ctx
         self.limits = limits
         self.period = period
         self.retention = retention
@@ -143,7 +139,7 @@ class MigrationController:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.period)
-            if not self.ctl.leading():
+            if not self.ctx.leading():
                 continue
             try:
                 await self.sync()
@@ -152,7 +148,7 @@ class MigrationController:
 
     async def sync(self) -> None:
         now = dt.datetime.now(dt.UTC)
-        world = self.ctl.world
+        world = self.ctx.world
         running = 0
         await self._collect(now)
         for key in sorted(self.migrations, key=lambda k: self._order(k)):
@@ -188,14 +184,8 @@ class MigrationController:
             if m is None or (m.metadata.uid or "") != uid:
                 continue  # gone already, or a newer object of the same name
             try:
-                await client.call(
-                    self.ctl.custom.delete_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    m.metadata.namespace,
-                    PLURAL,
-                    m.metadata.name,
-                    body={"preconditions": {"uid": uid}} if uid else None,
+                await self.ctx.writes.delete(
+                    _path(m), {"preconditions": {"uid": uid}} if uid else None
                 )
             except ApiException as e:
                 if e.status not in (404, 409):
@@ -225,9 +215,9 @@ class MigrationController:
             return
         if vm.status.host == m.status.target_host:
             return  # already moved
-        req = self.ctl.world.request(vm)
+        req = self.ctx.world.request(vm)
         if req is not None:
-            targets.reserve(self.ctl.world.cache, req, m.status.target_host, self.ctl.world.clock())
+            targets.reserve(self.ctx.world.cache, req, m.status.target_host, self.ctx.world.clock())
 
     async def _act(
         self,
@@ -249,7 +239,7 @@ class MigrationController:
                 if vm is not None:
                     await self._meta(vm, {constants.ANNOTATION_MIGRATION_ABORT: step.message})
                     await self._status(m, {"message": step.message})
-                    self.ctl.recorder.emit(ref_of(m), "Normal", "Aborting", step.message)
+                    self.ctx.recorder.emit(ref_of(m), "Normal", "Aborting", step.message)
             case Do.SUCCEED:
                 if vm is not None:
                     await self._succeed(m, vm, step, now)
@@ -271,7 +261,7 @@ class MigrationController:
         busy: migration_flow.InFlight,
         now: dt.datetime,
     ) -> None:
-        world = self.ctl.world
+        world = self.ctx.world
         source = vm.status.host or ""
         req = world.request(vm)
         if req is None:
@@ -328,7 +318,7 @@ class MigrationController:
                     trace,
                 )
                 new_status, _ = lifecycle.apply(marked.status, change, now)
-                updated = await self.ctl._patch_status(marked, new_status.to_dict())
+                updated = await self.ctx.writes.vm_status(marked, new_status.to_dict())
                 self._upsert_vm(updated)
         except ApiException:
             targets.release(world.cache, vm_key(vm))
@@ -346,14 +336,14 @@ class MigrationController:
             },
         )
         log.info("migration %s/%s started: %s", m.metadata.namespace, m.metadata.name, message)
-        self.ctl.recorder.emit(ref_of(m), "Normal", "MigrationStarted", message)
-        self.ctl.recorder.emit(ref_of(vm), "Normal", "MigrationStarted", message)
+        self.ctx.recorder.emit(ref_of(m), "Normal", "MigrationStarted", message)
+        self.ctx.recorder.emit(ref_of(vm), "Normal", "MigrationStarted", message)
 
     async def _succeed(
         self, m: VMMigration, vm: VirtualMachine, step: Step, now: dt.datetime
     ) -> None:
         target = m.status.target_host or ""
-        world = self.ctl.world
+        world = self.ctx.world
         if vm.status.host != target:
             change = lifecycle.Change(
                 lifecycle.Event.MIGRATION_SUCCEEDED,
@@ -363,7 +353,7 @@ class MigrationController:
             )
             new_status, _ = lifecycle.apply(vm.status, change, now)
             body = {**new_status.to_dict(), "host": target}
-            updated = await self.ctl._patch_status(vm, body)
+            updated = await self.ctx.writes.vm_status(vm, body)
             req = world.request(vm)
             if req is not None:  # the room reserved becomes the VM's, in the same tick
                 targets.complete(world.cache, req, target, tuple(vm.status.gpu_devices))
@@ -375,7 +365,7 @@ class MigrationController:
         if started is not None:
             MIGRATION_SECONDS.observe((now - started).total_seconds())
         await self._finish(m, MigrationPhase.SUCCEEDED, step.message, now, progress=100)
-        self.ctl.recorder.emit(ref_of(vm), "Normal", "Migrated", f"now running on {target}")
+        self.ctx.recorder.emit(ref_of(vm), "Normal", "Migrated", f"now running on {target}")
 
     async def _repoint(self, vm: VirtualMachine, target: str) -> None:
         """The migration annotations go (status.host, which the agents select on, moved to
@@ -384,7 +374,7 @@ class MigrationController:
             "resourceVersion": vm.metadata.resource_version,
             "annotations": {a: None for a in constants.MIGRATION_ANNOTATIONS},
         }
-        await self.ctl._patch_meta(vm, meta)
+        await self.ctx.writes.vm_meta(vm, meta)
 
     async def _roll_back(
         self, m: VMMigration, vm: VirtualMachine, step: Step, now: dt.datetime
@@ -396,17 +386,17 @@ class MigrationController:
             vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID),
         )
         new_status, _ = lifecycle.apply(vm.status, change, now)
-        updated = self._upsert_vm(await self.ctl._patch_status(vm, new_status.to_dict()))
-        targets.release(self.ctl.world.cache, vm_key(vm))
+        updated = self._upsert_vm(await self.ctx.writes.vm_status(vm, new_status.to_dict()))
+        targets.release(self.ctx.world.cache, vm_key(vm))
         await self._meta(updated, {a: None for a in constants.MIGRATION_ANNOTATIONS})
         await self._finish(m, step.phase or MigrationPhase.FAILED, step.message, now)
-        self.ctl.recorder.emit(ref_of(vm), "Warning", "MigrationFailed", step.message)
+        self.ctx.recorder.emit(ref_of(vm), "Warning", "MigrationFailed", step.message)
 
     async def _fail(
         self, m: VMMigration, vm: VirtualMachine | None, step: Step, now: dt.datetime
     ) -> None:
         if vm is not None:
-            targets.release(self.ctl.world.cache, vm_key(vm))
+            targets.release(self.ctx.world.cache, vm_key(vm))
             if vm.metadata.annotations.get(constants.ANNOTATION_MIGRATION) == m.metadata.name:
                 with contextlib.suppress(ApiException):
                     await self._meta(vm, {a: None for a in constants.MIGRATION_ANNOTATIONS})
@@ -430,14 +420,14 @@ class MigrationController:
         await self._status(m, body)
         MIGRATIONS.labels(phase.value).inc()
         kind = "Normal" if phase is MigrationPhase.SUCCEEDED else "Warning"
-        self.ctl.recorder.emit(ref_of(m), kind, f"Migration{phase.value}", message)
+        self.ctx.recorder.emit(ref_of(m), kind, f"Migration{phase.value}", message)
         log.info("migration %s/%s %s: %s", m.metadata.namespace, m.metadata.name, phase, message)
 
     # -- writes ----------------------------------------------------------------------------
 
     def _upsert_vm(self, raw: dict[str, Any]) -> VirtualMachine:
-        vm = VirtualMachine.parse(self.ctl.world.arrive(raw))
-        self.ctl.world.upsert_vm(vm)
+        vm = VirtualMachine.parse(self.ctx.world.arrive(raw))
+        self.ctx.world.upsert_vm(vm)
         return vm
 
     async def _meta(self, vm: VirtualMachine, annotations: dict[str, str | None]) -> VirtualMachine:
@@ -447,74 +437,43 @@ class MigrationController:
                 "annotations": annotations,
             }
         }
-        raw = await client.call(
-            self.ctl.custom.patch_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            vm.metadata.namespace,
-            "virtualmachines",
-            vm.metadata.name,
-            body,
-            _content_type=MERGE,
-        )
-        return self._upsert_vm(raw)
+        return self._upsert_vm(await self.ctx.writes.patch(context.vm_path(vm), body))
 
     async def _status(self, m: VMMigration, status: dict[str, Any]) -> None:
-        raw = await client.call(
-            self.ctl.custom.patch_namespaced_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            m.metadata.namespace,
-            PLURAL,
-            m.metadata.name,
-            {"status": status},
-            _content_type=MERGE,
-        )
+        raw = await self.ctx.writes.patch(_path(m) + "/status", {"status": status})
         self.on_event("MODIFIED", raw)
 
     async def _finalizer(self, m: VMMigration, add: bool) -> None:
         fins = [f for f in m.metadata.finalizers if f != constants.MIGRATION_FINALIZER]
         if add:
             fins.append(constants.MIGRATION_FINALIZER)
-        raw = await client.call(
-            self.ctl.custom.patch_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            m.metadata.namespace,
-            PLURAL,
-            m.metadata.name,
-            {"metadata": {"resourceVersion": m.metadata.resource_version, "finalizers": fins}},
-            _content_type=MERGE,
-        )
+        meta = {"resourceVersion": m.metadata.resource_version, "finalizers": fins}
+        raw = await self.ctx.writes.patch(_path(m), {"metadata": meta})
         if add:
             self.on_event("MODIFIED", raw)
 
+    async def create(
+        self,
+        vm: VirtualMachine,
+        prefix: str,
+        labels: dict[str, str],
+        target: str | None = None,
+    ) -> VMMigration:
+        """A VMMigration for `vm` from the operator itself (drain, re-balance); recorded at
+        once, so the next pass does not create a second one before the watch reports it."""
+        spec: dict[str, Any] = {"vmName": vm.metadata.name}
+        if target is not None:
+            spec["targetHost"] = target
+        body = {
+            "apiVersion": constants.API_VERSION,
+            "kind": "VMMigration",
+            "metadata": {"generateName": f"{prefix}-{vm.metadata.name}-"[:200], "labels": labels},
+            "spec": spec,
+        }
+        raw = await self.ctx.writes.create(PLURAL, vm.metadata.namespace or "default", body)
+        self.on_event("ADDED", raw)
+        return VMMigration.parse(raw)
 
-async def create(
-    ctl: Controller,
-    vm: VirtualMachine,
-    prefix: str,
-    labels: dict[str, str],
-    target: str | None = None,
-) -> VMMigration:
-    """A VMMigration for `vm` from the operator itself (drain, re-balance); recorded at once, so
-    the next pass does not create a second one before the watch reports it."""
-    spec: dict[str, Any] = {"vmName": vm.metadata.name}
-    if target is not None:
-        spec["targetHost"] = target
-    body = {
-        "apiVersion": constants.API_VERSION,
-        "kind": "VMMigration",
-        "metadata": {"generateName": f"{prefix}-{vm.metadata.name}-"[:200], "labels": labels},
-        "spec": spec,
-    }
-    raw = await client.call(
-        ctl.custom.create_namespaced_custom_object,
-        constants.GROUP,
-        constants.VERSION,
-        vm.metadata.namespace,
-        PLURAL,
-        body,
-    )
-    ctl.migrations.on_event("ADDED", raw)
-    return VMMigration.parse(raw)
+
+def _path(m: VMMigration) -> str:
+    return context.path_of(PLURAL, m.metadata.name, m.metadata.namespace)

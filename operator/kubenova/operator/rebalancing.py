@@ -14,12 +14,13 @@ import prometheus_client
 from kubenova.api import constants
 from kubenova.api.vm import VMPhase
 from kubenova.kube.events import ref_of
-from kubenova.operator import loops, migrations, peakwindows
+from kubenova.operator import loops, peakwindows
 from kubenova.scheduler import rebalance
 from kubenova.scheduler.model import VMRequest
 
 if TYPE_CHECKING:
-    from kubenova.operator.controller import Controller
+    from kubenova.operator.context import Context
+    from kubenova.operator.migrations import MigrationController
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,19 @@ PLANNED = prometheus_client.Counter(
 
 
 class RebalanceController:
-    def __init__(self, ctl: Controller, period: float = 60.0) -> None:
-        self.ctl = ctl
+    def __init__(self, ctx: Context, migrations: MigrationController, period: float = 60.0) -> None:
+        self.ctx = ctx
+        self.migrations = migrations
         self.period = period
         self.ledger = rebalance.MigrationLedger()
 
     async def run(self) -> None:
         await loops.while_leading(
-            lambda: self.period, self.ctl.leading, self.sync, "re-balance pass"
+            lambda: self.period, self.ctx.leading, self.sync, "re-balance pass"
         )
 
     async def sync(self) -> list[rebalance.Migration]:
-        world = self.ctl.world
+        world = self.ctx.world
         now = dt.datetime.now(dt.UTC)
         clock = world.clock()
         self.ledger.prune(clock)
@@ -54,7 +56,7 @@ class RebalanceController:
                 continue
             movable: dict[str, VMRequest] = {}
             for key, record in world.records.items():
-                if record.phase is not VMPhase.RUNNING or self.ctl.migrations.active_for(key):
+                if record.phase is not VMPhase.RUNNING or self.migrations.active_for(key):
                     continue
                 # The request the World built when the VM was counted: no object parsed.
                 req = record.request or world.request(world.vms[key])
@@ -73,8 +75,7 @@ class RebalanceController:
                 moving = world.vms.get(mv.vm)
                 if moving is None:
                     continue
-                m = await migrations.create(
-                    self.ctl,
+                m = await self.migrations.create(
                     moving,
                     "rebalance",
                     {constants.LABEL_INITIATOR: "rebalance"},
@@ -84,6 +85,6 @@ class RebalanceController:
                 PLANNED.labels(name).inc()
                 message = f"{mv.reason}: moving to {mv.target} (VMMigration {m.metadata.name})"
                 log.info("re-balance of pool %s: %s %s", name, mv.vm, message)
-                self.ctl.recorder.emit(ref_of(moving), "Normal", "Rebalance", message)
+                self.ctx.recorder.emit(ref_of(moving), "Normal", "Rebalance", message)
                 created.append(mv)
         return created
