@@ -128,20 +128,24 @@ class Session:
         return await client.retrying(lambda: self.request(method, path, **kwargs))
 
     async def pages(
-        self, path: str, limit: int = 500, on_restart: Callable[[], None] | None = None
+        self,
+        path: str,
+        limit: int = 500,
+        on_restart: Callable[[], None] | None = None,
+        params: dict[str, str] | None = None,
     ) -> AsyncIterator[RawObject]:
         """Every object of the list at `path`, a page of `limit` at a time (limit/continue, as
         client-go's pager): the API server never builds one answer of 100,000 objects and
         only one page is held at once. Each page is yielded whole (its `items`, and in its
         `metadata` the list's resourceVersion). A continue token that expired (410) starts
-        the list again from the top, after `on_restart()`."""
+        the list again from the top, after `on_restart()`. `params`: selectors."""
         token: str | None = None
         while True:
-            params = {"limit": str(limit)}
+            query = {**(params or {}), "limit": str(limit)}
             if token:
-                params["continue"] = token
+                query["continue"] = token
             try:
-                listing = await self.call("GET", path, params=params)
+                listing = await self.call("GET", path, params=query)
             except ExpiredError:
                 if token is None:
                     raise

@@ -77,6 +77,8 @@ class Reflector:
     """Seconds the API server keeps each watch open (it ends them; we resume)."""
     on_synced: Callable[[], None] | None = None
     """Called after each complete list, when the objects delivered are the API's."""
+    params: dict[str, str] = field(default_factory=dict)
+    """Of the list and the watch alike: a label or field selector."""
     keys: set[str] = field(default_factory=set)
     resource_version: str | None = None
     lists: int = 0
@@ -166,7 +168,8 @@ class Reflector:
     async def _list(self) -> None:
         seen: set[str] = set()
         rv = ""
-        async for listing in self.session.pages(self.path, self.page, on_restart=seen.clear):
+        pages = self.session.pages(self.path, self.page, seen.clear, self.params)
+        async for listing in pages:
             for obj in listing.get("items") or ():
                 seen.add(_key(obj))
                 self._deliver("ADDED", _lean(obj))
@@ -184,6 +187,7 @@ class Reflector:
     async def _watch(self) -> None:
         timeout = HURRY_TIMEOUT if self._hurry else self.timeout
         params = {
+            **self.params,
             "watch": "true",
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),

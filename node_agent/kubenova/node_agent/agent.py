@@ -1,10 +1,10 @@
 """One agent for one host: wires the hypervisor, the VM informer, the work queue, the
 reconciler, heartbeats, the Host report and orphan clean-up together. Does I/O.
 
-Tasks: the informer (list + watch of the VMs labelled for this host), `workers` reconcile
-workers, the heartbeat (Lease), the Host report and a periodic resync. libvirt's lifecycle
-events enqueue the VM whose domain changed, so a guest that crashed or powered itself off is
-noticed within a second, not at the next resync.
+Tasks: the informer (list + watch of the VMs bound to this host, a `kube.watch.Reflector`),
+`workers` reconcile workers, the heartbeat (Lease), the Host report and a periodic resync.
+libvirt's lifecycle events enqueue the VM whose domain changed, so a guest that crashed or
+powered itself off is noticed within a second, not at the next resync.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class Agent:
                 for _ in range(max(1, self.cfg.workers)):
                     tg.create_task(self._worker())
         finally:
-            self.informer.stop()
+            await self.informer.close()
             await self.migrations.stop()
             if self.console is not None:
                 await self.console.stop()

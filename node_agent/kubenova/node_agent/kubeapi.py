@@ -2,18 +2,17 @@
 field selector status.host), their status and finalizer, Flavors, its Host object and events.
 Does I/O.
 
-The official client is synchronous: one-shot calls go through `kube.client.call()`; the watch
-stream runs in a daemon thread and hands each event to the asyncio loop.
+One-shot calls go through the synchronous client (`kube.client.call()`, in a worker thread);
+the VMs come through `kube.watch.Reflector` on the event loop, the operator's own
+list-and-watch (pages, bookmarks, resume, a list again after 410).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -23,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
-from kubenova.kube import client
+from kubenova.kube import aio, client, watch
 from kubenova.node_agent import transfer
 
 log = logging.getLogger(__name__)
@@ -53,61 +52,10 @@ class KubeAPI:
         # The VMs bound here: status.host is a selectable field of the CRD, so the API server
         # filters the list and the watch (and a VM migrated away leaves this watch as DELETED).
         self.selector = f"{constants.FIELD_HOST}={host}"
+        self.http = aio.Session(api)
         self._flavors: dict[str, Flavor] = {}
 
     # -- VirtualMachines ------------------------------------------------------------------
-
-    async def list_vms(self) -> tuple[list[RawObject], str]:
-        listing = await _call(
-            self.custom.list_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            VM_PLURAL,
-            field_selector=self.selector,
-        )
-        return list(listing.get("items") or []), str(listing["metadata"]["resourceVersion"])
-
-    def watch_vms(
-        self,
-        resource_version: str,
-        deliver: Callable[[str, RawObject], None],
-        stop: threading.Event,
-        timeout_seconds: int = 60,
-    ) -> str | None:
-        """Stream changes after `resource_version` (blocking: run in a thread). Returns the
-        last resourceVersion seen, or None when it expired and the caller must list again."""
-        watch: Any = kubernetes.watch  # untyped
-        w = watch.Watch()
-        last = resource_version
-        try:
-            for event in w.stream(
-                self.custom.list_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                VM_PLURAL,
-                field_selector=self.selector,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_seconds,
-                _request_timeout=timeout_seconds + 15,
-            ):
-                if stop.is_set():
-                    break
-                kind, obj = event["type"], event["object"]
-                if kind == "ERROR":
-                    if isinstance(obj, dict) and obj.get("code") == 410:
-                        return None
-                    raise RuntimeError(f"watch of VMs failed: {obj}")
-                last = obj["metadata"]["resourceVersion"]
-                if kind != "BOOKMARK":
-                    deliver(kind, obj)
-        except ApiException as e:
-            if e.status == 410:
-                return None
-            raise
-        finally:
-            w.stop()
-        return last
 
     async def patch_vm_status(self, namespace: str, name: str, body: RawObject) -> RawObject:
         return await _call(
@@ -384,42 +332,23 @@ class VMInformer:
         self.on_change = on_change
         self.cache: dict[str, RawObject] = {}
         self.synced = asyncio.Event()
-        self._stop = threading.Event()
+        self.reflector = watch.Reflector(
+            kube.http,
+            f"/apis/{constants.GROUP}/{constants.VERSION}/{VM_PLURAL}",
+            self._deliver,
+            name=f"virtualmachines on {kube.host}",
+            params={"fieldSelector": kube.selector},
+            on_synced=self.synced.set,
+        )
 
     def get(self, key: str) -> RawObject | None:
         return self.cache.get(key)
 
-    def stop(self) -> None:
-        self._stop.set()
-
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 0.5
-        resource_version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if resource_version is None:
-                    resource_version = await self._relist()
-                resource_version = await self._watch(loop, resource_version)
-                backoff = 0.5
-            except asyncio.CancelledError:
-                self._stop.set()
-                raise
-            except Exception as e:
-                log.warning("VM watch failed, listing again in %.1fs: %s", backoff, e)
-                resource_version = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        await self.reflector.run()
 
-    async def _relist(self) -> str:
-        items, rv = await self.kube.list_vms()
-        fresh = {vm_key(o): o for o in items}
-        gone = set(self.cache) - set(fresh)
-        self.cache = fresh
-        for key in sorted(gone | set(fresh)):
-            self.on_change(key)
-        self.synced.set()
-        return rv
+    async def close(self) -> None:
+        await self.kube.http.close()
 
     def _deliver(self, kind: str, obj: RawObject) -> None:
         key = vm_key(obj)
@@ -428,33 +357,3 @@ class VMInformer:
         else:
             self.cache[key] = obj
         self.on_change(key)
-
-    async def _watch(self, loop: asyncio.AbstractEventLoop, rv: str) -> str | None:
-        done: asyncio.Future[str | None] = loop.create_future()
-
-        def deliver(kind: str, obj: RawObject) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._deliver, kind, obj)
-
-        def finish(result: str | None, error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(result)
-
-        def run() -> None:
-            result: str | None = None
-            error: BaseException | None = None
-            try:
-                result = self.kube.watch_vms(rv, deliver, self._stop)
-            except BaseException as e:
-                error = e
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(finish, result, error)
-
-        # A daemon thread, not the default executor: a watch blocked on the network must not
-        # hold up the process at exit.
-        threading.Thread(target=run, name=f"watch-vms-{self.kube.host}", daemon=True).start()
-        return await done
