@@ -8,7 +8,7 @@ import uuid
 import pytest
 import yaml
 
-from kubenova.webhooks import quota_math
+from kubenova.quota import arithmetic
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.operator import Operators
 from tests.fixtures.webhook import Webhook, create_vms
@@ -45,7 +45,7 @@ def test_the_operator_recounts_drifted_usage_and_releases_once(
     assert _used_vms(tc, ns) == 7
     operators.start("op-1", "--quota-recount-period", "1")
     # A recount lowers nothing within the settle time of the last charge (the creates above).
-    heal = quota_math.CHARGE_SETTLE_SECONDS + 30
+    heal = arithmetic.CHARGE_SETTLE_SECONDS + 30
     assert wait_for("the operator to heal usage", lambda: _used_vms(tc, ns) == 3, timeout=heal)
 
     # Two releasers (the operator and the webhook's loop) free a deleted, never-bound VM once.

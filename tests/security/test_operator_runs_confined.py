@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubenova.webhooks import quota_math
+from kubenova.quota import arithmetic
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.identities import (
     Policies,
@@ -64,7 +64,7 @@ def test_the_operator_heals_and_releases_quota_with_its_own_service_account(
         op = operators.start("op-sa", "--quota-recount-period", "1", kubeconfig=kubeconfig)
         wait_for("the operator to lead", lambda: "became leader" in op.log_text(), timeout=60)
         # A recount lowers nothing within the settle time of the creates' charges.
-        heal = quota_math.CHARGE_SETTLE_SECONDS + 60
+        heal = arithmetic.CHARGE_SETTLE_SECONDS + 60
         wait_for("the operator to heal usage to 2", lambda: _used_vms(tc, ns) == 2, timeout=heal)
         tc.kubectl("delete", "vm", "a", "-n", ns, "--timeout=60s")
         wait_for("usage 1 after the delete", lambda: _used_vms(tc, ns) == 1)

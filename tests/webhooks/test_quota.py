@@ -20,7 +20,7 @@ from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client
-from kubenova.webhooks import quota, quota_math, store
+from kubenova.quota import arithmetic, ledger, store
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import Webhook, create_vms, delete_unbound_vm, vm_manifest
 
@@ -52,7 +52,7 @@ def _set_quota(tc: LocalCluster, ns: str, **hard: object) -> None:
 
 def _used(tc: LocalCluster, ns: str) -> QuotaAmounts:
     q = tc.get("vmquota", "limits", "-n", ns)
-    return quota_math.normalized(QuotaAmounts.model_validate(q.get("status", {}).get("used", {})))
+    return arithmetic.normalized(QuotaAmounts.model_validate(q.get("status", {}).get("used", {})))
 
 
 def _vms(tc: LocalCluster, ns: str) -> list[VirtualMachine]:
@@ -64,7 +64,7 @@ def _flavors(tc: LocalCluster) -> dict[str, Flavor]:
 
 
 def _recounted(tc: LocalCluster, ns: str) -> QuotaAmounts:
-    return quota_math.recount(_vms(tc, ns), _flavors(tc))
+    return arithmetic.recount(_vms(tc, ns), _flavors(tc))
 
 
 class TestCharge:
@@ -225,18 +225,18 @@ class TestRelease:
         )
         vm = VirtualMachine.parse(raw)
 
-        async def release() -> list[quota.ReleaseOutcome]:
+        async def release() -> list[ledger.ReleaseOutcome]:
             api = client.api_client(str(test_cluster.kubeconfig))
-            waiting = await quota.release_charge(api, vm)
+            waiting = await ledger.release_charge(api, vm)
             both = await asyncio.gather(
-                quota.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
-                quota.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
+                ledger.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
+                ledger.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
             )
             return [waiting, *both]
 
         waiting, *both = asyncio.run(release())
-        assert waiting == quota.ReleaseOutcome.WAITING
-        assert sorted(both) == [quota.ReleaseOutcome.NOT_OURS, quota.ReleaseOutcome.RELEASED]
+        assert waiting == ledger.ReleaseOutcome.WAITING
+        assert sorted(both) == [ledger.ReleaseOutcome.NOT_OURS, ledger.ReleaseOutcome.RELEASED]
         assert _used(test_cluster, wh_namespace).vms == 1
         left = test_cluster.get("vm", "gone", "-n", wh_namespace)["metadata"]
         assert left["finalizers"] == [kopf, constants.VM_FINALIZER]
@@ -274,9 +274,9 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
     """Two writers that do not share a lock (as two webhook replicas) meet only at the
     compare-and-swap."""
     _set_quota(test_cluster, wh_namespace, vms=10)
-    one = quota_math.charge_for(flavor, quota_math.resources_of(_flavors(test_cluster)[flavor]))
+    one = arithmetic.charge_for(flavor, arithmetic.resources_of(_flavors(test_cluster)[flavor]))
 
-    async def run() -> list[quota.ChargeResult]:
+    async def run() -> list[ledger.ChargeResult]:
         # One writer of each kind: the webhook's aiohttp store and the client the operator uses.
         # Their first charges are made to meet, whatever the machine's load: the HTTP writer
         # reads only after the other has read, and the other writes only after it has written.
@@ -304,7 +304,7 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
 
         fast = Fast(client.api_client(str(test_cluster.kubeconfig)))
         kube = Kube(client.api_client(str(test_cluster.kubeconfig)))
-        ledgers = [quota.QuotaLedger(fast), quota.QuotaLedger(kube)]
+        ledgers = [ledger.QuotaLedger(fast), ledger.QuotaLedger(kube)]
         try:
             return list(
                 await asyncio.gather(*(ledgers[i % 2].charge(wh_namespace, one) for i in range(30)))
@@ -367,9 +367,9 @@ def test_a_webhook_restarted_mid_run_loses_no_accounting(
         # Recounted as the operator would once the last charge has settled (before that, a
         # recount lowers nothing: the charged VM may not be stored yet).
         api = client.api_client(str(test_cluster.kubeconfig))
-        settled = time.time() + quota_math.CHARGE_SETTLE_SECONDS + 1
-        ledger = quota.QuotaLedger(store.KubeStore(api), clock=lambda: settled)
-        recounted = asyncio.run(quota.recount_namespace(api, wh_namespace, ledger))
+        settled = time.time() + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        book = ledger.QuotaLedger(store.KubeStore(api), clock=lambda: settled)
+        recounted = asyncio.run(ledger.recount_namespace(api, wh_namespace, book))
         assert (
             recounted == _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace)
         )

@@ -21,12 +21,12 @@ from kubenova.api import constants
 from kubenova.api.quota import QuotaAmounts, VMQuota
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client as kube_client
-from kubenova.webhooks import quota, quota_math, store
+from kubenova.quota import arithmetic, ledger, store
 
 pytestmark = pytest.mark.apiserver
 
 G, V = constants.GROUP, constants.VERSION
-CHARGE = quota_math.charge_for(
+CHARGE = arithmetic.charge_for(
     "small", VirtualMachine.parse(
         {"kind": "VirtualMachine", "metadata": {"name": "x"},
          "spec": {"flavor": "small", "boot": {"image": "i"},
@@ -39,9 +39,9 @@ HOLD = "test.kubenova.io/hold"
 
 
 async def release(
-    api: Any, vm: VirtualMachine, ledger: quota.QuotaLedger | None = None
-) -> quota.ReleaseOutcome:
-    return await quota.release_charge(api, vm, ledger, ignore_finalizers=[HOLD])
+    api: Any, vm: VirtualMachine, book: ledger.QuotaLedger | None = None
+) -> ledger.ReleaseOutcome:
+    return await ledger.release_charge(api, vm, book, ignore_finalizers=[HOLD])
 
 
 class RecountAround(store.KubeStore):
@@ -50,7 +50,7 @@ class RecountAround(store.KubeStore):
 
     def __init__(self, api: Any, *, before_read: bool = False, after_write: bool = False) -> None:
         super().__init__(api)
-        self.other = quota.QuotaLedger(store.KubeStore(api))
+        self.other = ledger.QuotaLedger(store.KubeStore(api))
         self.before_read = before_read
         self.after_write = after_write
         self.recounted: list[int | None] = []
@@ -85,7 +85,7 @@ def _vm(custom: Any, ns: str, name: str) -> VirtualMachine:
             "name": name,
             "namespace": ns,
             "finalizers": [constants.QUOTA_FINALIZER, HOLD],
-            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: quota_math.format_charge(CHARGE)},
+            "annotations": {constants.ANNOTATION_QUOTA_CHARGED: arithmetic.format_charge(CHARGE)},
         },
         "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
     }
@@ -103,9 +103,9 @@ def _quota(custom: Any, ns: str, vms: int) -> None:
     }
     custom.create_namespaced_custom_object(G, V, ns, "vmquotas", body)
     raw = custom.get_namespaced_custom_object(G, V, ns, "vmquotas", "limits")
-    used = quota_math.zero()
+    used = arithmetic.zero()
     for _ in range(vms):
-        used = quota_math.add(used, CHARGE)
+        used = arithmetic.add(used, CHARGE)
     custom.replace_namespaced_custom_object_status(
         G, V, ns, "vmquotas", "limits", store.status_body(raw, used)
     )
@@ -149,14 +149,14 @@ def test_a_recount_during_a_release_does_not_take_the_charge_off_twice(
     ns = two_charged_vms
     vm = _deleting(custom, ns, "gone")
     releasing = RecountAround(api, before_read=True)
-    outcome = asyncio.run(release(api, vm, quota.QuotaLedger(releasing)))
-    assert outcome is quota.ReleaseOutcome.RELEASED
+    outcome = asyncio.run(release(api, vm, ledger.QuotaLedger(releasing)))
+    assert outcome is ledger.ReleaseOutcome.RELEASED
     assert not _exists(custom, ns, "gone")
     used, _ = _status(custom, ns)
     assert used.vms == 1, f"one VM is alive; recounts seen meanwhile: {releasing.recounted}"
     assert used.memory == CHARGE.memory
     # And once more from the other side: a recount afterwards agrees and keeps no bookkeeping.
-    again = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    again = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
     assert again is not None and again.vms == 1
     assert not _status(custom, ns)[1].get("released")
 
@@ -167,7 +167,7 @@ def test_a_recount_between_the_subtraction_and_the_finalizer_removal_counts_the_
     ns = two_charged_vms
     vm = _deleting(custom, ns, "gone")
     releasing = RecountAround(api, after_write=True)
-    asyncio.run(release(api, vm, quota.QuotaLedger(releasing)))
+    asyncio.run(release(api, vm, ledger.QuotaLedger(releasing)))
     assert releasing.recounted and all(n == 1 for n in releasing.recounted), releasing.recounted
     assert _status(custom, ns)[0].vms == 1
 
@@ -190,10 +190,10 @@ def test_a_release_retried_after_a_crash_subtracts_once(
 
     monkeypatch.setattr(kube_client, "call", dies_at_the_finalizer_patch)
     with pytest.raises(ProcessDiedError):
-        asyncio.run(release(api, vm, quota.QuotaLedger(store.KubeStore(api))))
+        asyncio.run(release(api, vm, ledger.QuotaLedger(store.KubeStore(api))))
     monkeypatch.setattr(kube_client, "call", original)
     assert _exists(custom, ns, "gone"), "the finalizer is still there"
-    recounted = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    recounted = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
     assert recounted is not None and recounted.vms is not None and recounted.vms >= 1
     fresh = VirtualMachine.parse(
         custom.get_namespaced_custom_object(G, V, ns, "virtualmachines", "gone")
@@ -208,13 +208,13 @@ def test_two_releasers_at_once_subtract_once(api: Any, custom: Any, two_charged_
     ns = two_charged_vms
     vm = _deleting(custom, ns, "gone")
 
-    async def both() -> list[quota.ReleaseOutcome]:
-        a = quota.QuotaLedger(store.KubeStore(api))
-        b = quota.QuotaLedger(store.KubeStore(api))
+    async def both() -> list[ledger.ReleaseOutcome]:
+        a = ledger.QuotaLedger(store.KubeStore(api))
+        b = ledger.QuotaLedger(store.KubeStore(api))
         return list(await asyncio.gather(release(api, vm, a), release(api, vm, b)))
 
     outcomes = asyncio.run(both())
-    assert quota.ReleaseOutcome.RELEASED in outcomes, outcomes
+    assert ledger.ReleaseOutcome.RELEASED in outcomes, outcomes
     assert not _exists(custom, ns, "gone")
     assert _status(custom, ns)[0].vms == 1
 
@@ -226,22 +226,22 @@ def test_a_release_from_a_stale_copy_after_its_uid_was_pruned_subtracts_nothing(
     process released it and a recount pruned its uid, took the charge off a second time."""
     ns = two_charged_vms
     stale = _deleting(custom, ns, "gone")  # as a watch that has not caught up still shows it
-    first = quota.QuotaLedger(store.KubeStore(api))
-    assert asyncio.run(release(api, stale, first)) is quota.ReleaseOutcome.RELEASED
-    pruned = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    first = ledger.QuotaLedger(store.KubeStore(api))
+    assert asyncio.run(release(api, stale, first)) is ledger.ReleaseOutcome.RELEASED
+    pruned = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
     assert pruned is not None and pruned.vms == 1
     assert not _status(custom, ns)[1].get("released"), "the uid is pruned"
-    late = asyncio.run(release(api, stale, quota.QuotaLedger(store.KubeStore(api))))
-    assert late is quota.ReleaseOutcome.NOT_OURS
+    late = asyncio.run(release(api, stale, ledger.QuotaLedger(store.KubeStore(api))))
+    assert late is ledger.ReleaseOutcome.NOT_OURS
     assert _status(custom, ns)[0].vms == 1, "a stale copy took the charge off a second time"
 
 
-def _admitted_not_stored(api: Any, custom: Any, ns: str) -> quota.QuotaLedger:
+def _admitted_not_stored(api: Any, custom: Any, ns: str) -> ledger.QuotaLedger:
     """One VM exists and is charged; the webhook then admits a second (charged, not yet
     stored by the API server): the window every create passes through."""
     _vm(custom, ns, "stored")
     _quota(custom, ns, vms=1)
-    webhook = quota.QuotaLedger(store.KubeStore(api))
+    webhook = ledger.QuotaLedger(store.KubeStore(api))
     assert asyncio.run(webhook.charge(ns, CHARGE)).admitted
     assert _status(custom, ns)[0].vms == 2
     return webhook
@@ -255,7 +255,7 @@ def test_a_recount_between_a_charge_and_the_create_keeps_the_charge(
     that, so the VM ran uncharged."""
     ns = namespace
     _admitted_not_stored(api, custom, ns)
-    recounted = asyncio.run(quota.QuotaLedger(store.KubeStore(api)).recount(ns))
+    recounted = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
     _vm(custom, ns, "admitted")  # the API server stores it now
     assert recounted is not None and recounted.vms == 2
     assert _status(custom, ns)[0].vms == 2, "two VMs exist, both charged"
@@ -266,8 +266,8 @@ def test_a_recount_after_the_settle_time_heals_a_charge_whose_create_never_lande
 ) -> None:
     ns = namespace
     _admitted_not_stored(api, custom, ns)  # ... and the create then failed after admission
-    later = time.time() + quota_math.CHARGE_SETTLE_SECONDS + 1
-    ledger = quota.QuotaLedger(store.KubeStore(api), clock=lambda: later)
-    recounted = asyncio.run(ledger.recount(ns))
+    later = time.time() + arithmetic.CHARGE_SETTLE_SECONDS + 1
+    book = ledger.QuotaLedger(store.KubeStore(api), clock=lambda: later)
+    recounted = asyncio.run(book.recount(ns))
     assert recounted is not None and recounted.vms == 1
     assert _status(custom, ns)[0].vms == 1, "the drift is healed once no charge is in flight"

@@ -62,7 +62,7 @@ def start(
     client_ca = kubeconfig.resolve().parent / "pki" / "ca.crt"
     if (client_ca.parent / "webhook-client.crt").exists():
         server_argv += [f"--client-ca={client_ca}", f"--client-name={cluster.WEBHOOK_CLIENT_NAME}"]
-    releaser_argv = [py, "-m", "kubenova.webhooks.quota_controller"]
+    releaser_argv = [py, "-m", "kubenova.quota.releaser"]
     procs = []
     for argv, log in ((server_argv, "webhooks.log"), (releaser_argv, "quota-release.log")):
         with (folder / log).open("ab") as out:

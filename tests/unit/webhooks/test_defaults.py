@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubenova.api import constants
-from kubenova.webhooks import defaults, jsonpatch, quota_math, review
+from kubenova.quota import arithmetic
+from kubenova.webhooks import defaults, jsonpatch, review
 from tests.unit.webhooks.builders import make_flavor, make_pool, make_vm
 
 pytestmark = pytest.mark.unit
@@ -52,7 +53,7 @@ class TestVMDefaults:
             "64Gi",
             {"a100": 2},
         )
-        assert d.charge == quota_math.charge_for("gpu", d.resources)
+        assert d.charge == arithmetic.charge_for("gpu", d.resources)
 
     def test_a_missing_flavor_gives_no_size_and_no_charge(self) -> None:
         d = defaults.vm_defaults(make_vm(), None, [])
@@ -89,7 +90,7 @@ class TestVMDefaults:
         assert (out["spec"]["pool"], out["spec"]["runStrategy"]) == ("mine", "Halted")
         annotations = out["metadata"]["annotations"]
         assert annotations[constants.ANNOTATION_TRACE_ID] == "theirs"
-        assert quota_math.parse_charge(annotations[constants.ANNOTATION_QUOTA_CHARGED]) == d.charge
+        assert arithmetic.parse_charge(annotations[constants.ANNOTATION_QUOTA_CHARGED]) == d.charge
         assert out["metadata"]["finalizers"] == [constants.VM_FINALIZER, constants.QUOTA_FINALIZER]
 
     def test_applying_the_defaults_twice_changes_nothing_more(self) -> None:

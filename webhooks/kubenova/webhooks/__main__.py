@@ -11,7 +11,8 @@ from pathlib import Path
 from aiohttp import web
 
 from kubenova.kube import client, logs
-from kubenova.webhooks import admission, catalog, quota, ratelimit, server, store
+from kubenova.quota import ledger, store
+from kubenova.webhooks import admission, catalog, ratelimit, server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     api = client.api_client(args.kubeconfig)
     cat = catalog.Catalog(api)
     quotas = store.HTTPStore(api)
-    ledger = quota.QuotaLedger(quotas)
-    adm = admission.Admission(api, cat, ledger, ratelimit.RateLimiter(limits))
+    charges = ledger.QuotaLedger(quotas)
+    adm = admission.Admission(api, cat, charges, ratelimit.RateLimiter(limits))
     auth = (
         server.ClientAuth(args.client_ca, frozenset(args.client_name)) if args.client_ca else None
     )

@@ -21,13 +21,13 @@ from kubenova.api.pool import ResourcePool
 from kubenova.api.quota import VMQuota
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client, logs
+from kubenova.quota import arithmetic
+from kubenova.quota import metrics as quota_metrics
+from kubenova.quota.ledger import MAX_ATTEMPTS, QuotaLedger
 from kubenova.webhooks import (
     catalog,
     defaults,
     jsonpatch,
-    metrics,
-    quota,
-    quota_math,
     ratelimit,
     review,
     rules,
@@ -46,7 +46,7 @@ class Admission:
         self,
         api: kubernetes.client.ApiClient,
         cat: catalog.Catalog,
-        ledger: quota.QuotaLedger,
+        ledger: QuotaLedger,
         limiter: ratelimit.RateLimiter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -137,7 +137,7 @@ class Admission:
         assert flavor is not None, "vm_create reports a missing flavor"
         # The charge is what the flavor costs, never what the object says it costs: the marks
         # the mutating webhook wrote must agree with it (they are what the release subtracts).
-        price = quota_math.price(flavor)
+        price = arithmetic.price(flavor)
         if price.error is not None:
             problem = rules.Problem("spec.flavor", f"{price.error}; ask an admin")
             return self._invalid(req, [problem])
@@ -149,11 +149,11 @@ class Admission:
         if limited:
             return limited
         result = await self.ledger.charge(req.namespace, charge, dry_run=req.dry_run)
-        metrics.QUOTA_CONFLICTS.inc(result.conflicts)
+        quota_metrics.QUOTA_CONFLICTS.inc(result.conflicts)
         if result.contended:
             return review.deny(
                 REASON_QUOTA_CONTENDED,
-                f"{req.who}: VMQuota {result.quota} changed {quota.MAX_ATTEMPTS} times while "
+                f"{req.who}: VMQuota {result.quota} changed {MAX_ATTEMPTS} times while "
                 "it was being charged; retry the create",
                 code=409,
             )
@@ -167,7 +167,7 @@ class Admission:
                 + ". Delete VMs or ask an admin to raise spec.hard",
             )
         if result.quota is not None and not req.dry_run:
-            metrics.QUOTA_CHARGES.inc()
+            quota_metrics.QUOTA_CHARGES.inc()
             log.debug("charged %s to VMQuota %s", req.who, result.quota)
         return review.allow()
 

@@ -15,7 +15,7 @@ from kubenova.api.flavor import Flavor
 from kubenova.api.pool import ResourcePool
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import RunStrategy, VirtualMachine, VMResources
-from kubenova.webhooks import quota_math
+from kubenova.quota import arithmetic
 
 
 def pick_pool(namespace: str, pools: Sequence[ResourcePool]) -> str | None:
@@ -48,9 +48,9 @@ def vm_defaults(
     strategy = vm.spec.run_strategy or RunStrategy.ALWAYS
     if flavor is None:
         return VMDefaults(None, pool, strategy, None)
-    p = quota_math.price(flavor)
+    p = arithmetic.price(flavor)
     if flavor.metadata.name != vm.spec.flavor:  # a flavor passed under another name
-        charge = quota_math.charge_for(vm.spec.flavor, p.resources)
+        charge = arithmetic.charge_for(vm.spec.flavor, p.resources)
         return VMDefaults(p.resources, pool, strategy, charge)
     return VMDefaults(p.resources, pool, strategy, p.charge, p.charge_text)
 
@@ -70,7 +70,7 @@ def apply_vm_defaults(raw: dict[str, Any], d: VMDefaults, trace_id: str) -> dict
     annotations = dict(meta.get("annotations") or {})
     annotations.setdefault(constants.ANNOTATION_TRACE_ID, trace_id)
     if d.charge is not None:
-        annotations[constants.ANNOTATION_QUOTA_CHARGED] = d.charge_text or quota_math.format_charge(
+        annotations[constants.ANNOTATION_QUOTA_CHARGED] = d.charge_text or arithmetic.format_charge(
             d.charge
         )
     else:

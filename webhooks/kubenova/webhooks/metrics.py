@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kubenova.quota import metrics as quota_metrics
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 ADMISSION_SECONDS = Histogram(
@@ -26,25 +28,7 @@ CONNECTIONS = Counter(
     "review.",
     registry=REGISTRY,
 )
-QUOTA_CONFLICTS = Counter(
-    "kubenova_webhook_quota_conflicts_total",
-    "Compare-and-swap writes of a VMQuota that lost to another writer and were retried.",
-    registry=REGISTRY,
-)
-QUOTA_CHARGES = Counter(
-    "kubenova_webhook_quota_charges_total",
-    "VM creates charged against a VMQuota.",
-    registry=REGISTRY,
-)
-QUOTA_WRITE_SECONDS = Histogram(
-    "kubenova_webhook_quota_write_seconds",
-    "Time of one compare-and-swap write of a VMQuota's status, and the batch size it carried.",
-    buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25),
-    registry=REGISTRY,
-)
-QUOTA_BATCH_SIZE = Histogram(
-    "kubenova_webhook_quota_batch_size",
-    "Charges decided together and written with one compare-and-swap.",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-    registry=REGISTRY,
-)
+# The quota ledger's own metrics live with it (kubenova.quota.metrics); the admission server
+# is where they are scraped.
+for _collector in quota_metrics.COLLECTORS:
+    REGISTRY.register(_collector)

@@ -19,7 +19,7 @@ from kubenova.api.pool import ResourcePool
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.text import control_character
 from kubenova.api.vm import VirtualMachine, VMPhase, VMResources
-from kubenova.webhooks import quota_math
+from kubenova.quota import arithmetic
 
 REASON_INVALID = "Invalid"
 """Denial reason (and metric label) of a validation failure."""
@@ -152,7 +152,7 @@ def quota_marks(
     not come through the mutating webhook, or the flavor changed in between. `charge_text`
     is `format_charge(charge)` when the caller has it already."""
     problems: list[Problem] = []
-    expected = charge_text or quota_math.format_charge(charge)
+    expected = charge_text or arithmetic.format_charge(charge)
     key = constants.ANNOTATION_QUOTA_CHARGED
     recorded = vm.metadata.annotations.get(key)
     if recorded is None:

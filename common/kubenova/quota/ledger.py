@@ -22,7 +22,7 @@ as this module once did, let a recount that ran between the two writes stop coun
 and the subtraction then took its charge off a second time.
 
 A charge is written before the API server stores its VM, so it stamps `status.lastChargeTime`
-and a recount lowers no usage for `quota_math.CHARGE_SETTLE_SECONDS` after it.
+and a recount lowers no usage for `arithmetic.CHARGE_SETTLE_SECONDS` after it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from kubenova.api import constants
 from kubenova.api.quota import QuotaAmounts, VMQuota
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client
-from kubenova.webhooks import metrics, quota_math, store
+from kubenova.quota import arithmetic, metrics, store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ChargeResult:
     admitted: bool
     quota: str | None = None
     """The VMQuota charged or that denied; None when the namespace has none."""
-    exceeded: list[quota_math.Exceeded] = field(default_factory=list)
+    exceeded: list[arithmetic.Exceeded] = field(default_factory=list)
     contended: bool = False
     """Denied because the quota kept changing under us: retry."""
     conflicts: int = 0
@@ -86,7 +86,7 @@ def oldest(quotas: list[dict[str, Any]]) -> dict[str, Any] | None:
     )
 
 
-Waiter = tuple[quota_math.Request, "asyncio.Future[ChargeResult]"]
+Waiter = tuple[arithmetic.Request, "asyncio.Future[ChargeResult]"]
 
 
 class QuotaLedger:
@@ -126,9 +126,9 @@ class QuotaLedger:
         """The quota's usage; a quota never written yet starts from a recount."""
         used = (raw.get("status") or {}).get("used")
         if used is not None:
-            return quota_math.normalized(QuotaAmounts.model_validate(used))
+            return arithmetic.normalized(QuotaAmounts.model_validate(used))
         ns = raw["metadata"]["namespace"]
-        return quota_math.recount(await self.store.vms(ns), await self.store.flavors())
+        return arithmetic.recount(await self.store.vms(ns), await self.store.flavors())
 
     async def _write(
         self, raw: dict[str, Any], used: QuotaAmounts, *, charged: bool = False
@@ -153,7 +153,7 @@ class QuotaLedger:
         namespace takes as many creates a second as batches fit in, not as many PUTs."""
         waiter: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(namespace, []).append(
-            (quota_math.Request(amount, dry_run), waiter)
+            (arithmetic.Request(amount, dry_run), waiter)
         )
         if namespace not in self._flushing:
             self._flushing.add(namespace)
@@ -182,7 +182,7 @@ class QuotaLedger:
             self._flushing.discard(namespace)
 
     async def _charge_batch(
-        self, namespace: str, requests: list[quota_math.Request]
+        self, namespace: str, requests: list[arithmetic.Request]
     ) -> list[ChargeResult]:
         metrics.QUOTA_BATCH_SIZE.observe(len(requests))
         raw = self._last.get(namespace)
@@ -200,7 +200,7 @@ class QuotaLedger:
                 quota = VMQuota.parse(raw)
                 name, hard = quota.metadata.name, quota.spec.hard
                 used = await self._used(raw)
-            decisions, total = quota_math.decide_batch(hard, used, requests)
+            decisions, total = arithmetic.decide_batch(hard, used, requests)
             if not fresh and any(decisions):
                 # A denial must rest on the quota as it is now, not on our last view of it.
                 raw, fresh = await self._read(namespace), True
@@ -267,7 +267,7 @@ class QuotaLedger:
                     keep.append(uid)
                 used = await self._used(raw)
                 try:
-                    await self._write_released(raw, quota_math.subtract(used, amount), keep)
+                    await self._write_released(raw, arithmetic.subtract(used, amount), keep)
                 except store.ConflictError:
                     continue
                 done.difference_update(set(released) - set(keep))
@@ -297,19 +297,19 @@ class QuotaLedger:
                 charged = [
                     vm
                     for vm in vms
-                    if quota_math.holds_charge(vm) and vm.metadata.uid not in released
+                    if arithmetic.holds_charge(vm) and vm.metadata.uid not in released
                 ]
                 still = sorted(
                     str(vm.metadata.uid)
                     for vm in vms
-                    if vm.metadata.uid in released and quota_math.holds_charge(vm)
+                    if vm.metadata.uid in released and arithmetic.holds_charge(vm)
                 )
-                counted = quota_math.recount(charged, await self.store.flavors())
+                counted = arithmetic.recount(charged, await self.store.flavors())
                 status = VMQuota.parse(raw).status
                 last = status.last_charge_time
-                used = quota_math.recounted_usage(
+                used = arithmetic.recounted_usage(
                     counted,
-                    quota_math.normalized(status.used),
+                    arithmetic.normalized(status.used),
                     last.timestamp() if last else None,
                     self.clock(),
                 )
@@ -347,7 +347,7 @@ async def release_charge(
     assert meta.namespace is not None, "VirtualMachines are namespaced"
     assert meta.uid is not None, "an object read from the API server has a uid"
     recorded = meta.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
-    charge = quota_math.parse_charge(recorded) if recorded else None
+    charge = arithmetic.parse_charge(recorded) if recorded else None
     ledger = ledger or QuotaLedger(store.KubeStore(api))
     custom = kubernetes.client.CustomObjectsApi(api)
 

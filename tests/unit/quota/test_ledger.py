@@ -13,12 +13,12 @@ import pytest
 from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
-from kubenova.webhooks import quota, quota_math, store
+from kubenova.quota import arithmetic, ledger, store
 from tests.unit.webhooks.builders import amounts, make_flavor, make_vm
 
 pytestmark = pytest.mark.unit
 
-ONE = quota_math.charge_for("small", quota_math.resources_of(make_flavor("small", 1, "1Gi")))
+ONE = arithmetic.charge_for("small", arithmetic.resources_of(make_flavor("small", 1, "1Gi")))
 
 
 class FakeStore:
@@ -71,17 +71,17 @@ class FakeStore:
 
 
 def charge_all(
-    ledger: quota.QuotaLedger, n: int, amount: QuotaAmounts = ONE
-) -> list[quota.ChargeResult]:
-    async def run() -> list[quota.ChargeResult]:
-        return list(await asyncio.gather(*(ledger.charge("ns", amount) for _ in range(n))))
+    book: ledger.QuotaLedger, n: int, amount: QuotaAmounts = ONE
+) -> list[ledger.ChargeResult]:
+    async def run() -> list[ledger.ChargeResult]:
+        return list(await asyncio.gather(*(book.charge("ns", amount) for _ in range(n))))
 
     return asyncio.run(run())
 
 
 def test_100_concurrent_charges_with_room_for_10_admit_10_in_few_writes() -> None:
-    s = FakeStore({"vms": 10}, quota_math.zero())
-    results = charge_all(quota.QuotaLedger(s), 100)
+    s = FakeStore({"vms": 10}, arithmetic.zero())
+    results = charge_all(ledger.QuotaLedger(s), 100)
     assert sum(r.admitted for r in results) == 10
     assert s.used.vms == 10
     assert s.writes < 10, "charges that wait for a write are written together"
@@ -90,7 +90,7 @@ def test_100_concurrent_charges_with_room_for_10_admit_10_in_few_writes() -> Non
 
 
 def test_a_lost_compare_and_swap_is_decided_again_on_the_new_quota() -> None:
-    s = FakeStore({"vms": 10}, quota_math.zero())
+    s = FakeStore({"vms": 10}, arithmetic.zero())
     writes_seen: list[bool] = []
 
     def other_writer() -> None:
@@ -101,60 +101,60 @@ def test_a_lost_compare_and_swap_is_decided_again_on_the_new_quota() -> None:
             s.bump()
 
     s.before_write = other_writer
-    results = charge_all(quota.QuotaLedger(s), 5)
+    results = charge_all(ledger.QuotaLedger(s), 5)
     assert sum(r.admitted for r in results) == 2
     assert s.used.vms == 10
     assert sum(r.conflicts for r in results) >= 1
 
 
 def test_a_denial_is_never_based_on_a_stale_view() -> None:
-    s = FakeStore({"vms": 1}, quota_math.zero())
-    ledger = quota.QuotaLedger(s)
-    assert [r.admitted for r in charge_all(ledger, 1)] == [True]
+    s = FakeStore({"vms": 1}, arithmetic.zero())
+    book = ledger.QuotaLedger(s)
+    assert [r.admitted for r in charge_all(book, 1)] == [True]
     s.bump(vms=5)  # an admin raised the limit; the ledger's cached view still says 1
-    assert [r.admitted for r in charge_all(ledger, 1)] == [True]
+    assert [r.admitted for r in charge_all(book, 1)] == [True]
     assert s.used.vms == 2
 
 
 def test_a_quota_that_never_stops_changing_is_refused_as_contended() -> None:
-    s = FakeStore({"vms": 10}, quota_math.zero())
+    s = FakeStore({"vms": 10}, arithmetic.zero())
     s.before_write = s.bump
-    (r,) = charge_all(quota.QuotaLedger(s), 1)
-    assert (r.admitted, r.contended, r.conflicts) == (False, True, quota.MAX_ATTEMPTS)
+    (r,) = charge_all(ledger.QuotaLedger(s), 1)
+    assert (r.admitted, r.contended, r.conflicts) == (False, True, ledger.MAX_ATTEMPTS)
     assert s.writes == 0
 
 
 def test_a_namespace_without_quota_is_not_charged() -> None:
     s = FakeStore({"vms": 0})
     s.obj = None
-    (r,) = charge_all(quota.QuotaLedger(s), 1)
+    (r,) = charge_all(ledger.QuotaLedger(s), 1)
     assert (r.admitted, r.quota) == (True, None)
 
 
 def test_a_new_quota_starts_from_a_recount_of_the_vms_already_there() -> None:
     s = FakeStore({"vms": 3})
     s.vm_list = [make_vm("a"), make_vm("b")]
-    results = charge_all(quota.QuotaLedger(s), 3)
+    results = charge_all(ledger.QuotaLedger(s), 3)
     assert [r.admitted for r in results] == [True, False, False]
     assert s.used.vms == 3
 
 
 def test_release_subtracts_and_recount_heals() -> None:
     s = FakeStore({"vms": 10}, amounts(vms=4, vcpus=4, memory="4Gi", gpus=0, flavors={"small": 4}))
-    ledger = quota.QuotaLedger(s)
-    assert asyncio.run(ledger.release("ns", ONE)) is True
+    book = ledger.QuotaLedger(s)
+    assert asyncio.run(book.release("ns", ONE)) is True
     assert (s.used.vms, s.used.flavors) == (3, {"small": 3})
     s.vm_list = [make_vm("only")]
-    healed = asyncio.run(ledger.recount("ns"))
+    healed = asyncio.run(book.recount("ns"))
     assert healed is not None and s.used == healed and healed.vms == 1
 
 
 def test_a_failing_store_fails_every_waiting_charge() -> None:
-    s = FakeStore({"vms": 10}, quota_math.zero())
+    s = FakeStore({"vms": 10}, arithmetic.zero())
 
     def broken() -> None:
         raise store.StoreError("500 etcd is on fire")
 
     s.before_write = broken
     with pytest.raises(store.StoreError):
-        charge_all(quota.QuotaLedger(s), 3)
+        charge_all(ledger.QuotaLedger(s), 3)

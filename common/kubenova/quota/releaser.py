@@ -1,8 +1,8 @@
 """A small release loop: watches VirtualMachines and releases the quota charge of each one
 being deleted once only the quota finalizer is left. Does I/O.
 
-`python -m kubenova.webhooks.quota_controller` runs it alone, for tests and for clusters
-without the operator; the operator calls `quota.release_charge()` from its own VM handlers
+`python -m kubenova.quota.releaser` runs it alone, for tests and for clusters
+without the operator; the operator calls `ledger.release_charge()` from its own VM handlers
 instead. Running both is safe (a release is claimed by a compare-and-swap on the VM).
 """
 
@@ -21,7 +21,7 @@ from kubenova.api import constants
 from kubenova.api.meta import InvalidObjectError
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import client, logs
-from kubenova.webhooks import quota, store
+from kubenova.quota import ledger, store
 
 log = logging.getLogger(__name__)
 _watch: Any = kubernetes.watch  # untyped
@@ -39,7 +39,7 @@ class ReleaseLoop:
     def __init__(self, api: kubernetes.client.ApiClient, workers: int = 4) -> None:
         self.api = api
         self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.ledger = quota.QuotaLedger(store.KubeStore(api))
+        self.ledger = ledger.QuotaLedger(store.KubeStore(api))
         self.workers = workers
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._stop = threading.Event()
@@ -76,7 +76,7 @@ class ReleaseLoop:
             try:
                 vm = VirtualMachine.parse(raw)
                 with logs.trace(vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)):
-                    outcome = await quota.release_charge(self.api, vm, self.ledger)
+                    outcome = await ledger.release_charge(self.api, vm, self.ledger)
                     name = f"{vm.metadata.namespace}/{vm.metadata.name}"
                     log.info("release of %s: %s", name, outcome)
             except InvalidObjectError as e:
@@ -97,7 +97,7 @@ class ReleaseLoop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m kubenova.webhooks.quota_controller")
+    p = argparse.ArgumentParser(prog="python -m kubenova.quota.releaser")
     p.add_argument("--kubeconfig", default=None)
     args = p.parse_args(argv)
     logs.setup("quota-controller")
