@@ -56,6 +56,9 @@ class LeaseClient:
         self.coord = kubernetes.client.CoordinationV1Api(api)
         self.namespace = namespace
         self.name = name
+        self.seen: LeaseRecord | None = None
+        """The Lease as the last `try_hold` read it, before writing: another's while they
+        hold it, the previous holder's right after a take-over, ours while renewing."""
 
     async def get(self) -> LeaseRecord | None:
         try:
@@ -71,7 +74,7 @@ class LeaseClient:
     ) -> LeaseRecord | None:
         """Take or renew the lease for `me`; None when someone else holds it (or won a race)."""
         now = now or dt.datetime.now(dt.UTC)
-        current = await self.get()
+        current = self.seen = await self.get()
         if not decide(current, me, now):
             return None
         mine = current is not None and current.holder == me

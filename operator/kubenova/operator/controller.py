@@ -34,7 +34,7 @@ from kubenova.api.meta import Condition, ConditionStatus, Resource, set_conditio
 from kubenova.api.vm import VMPhase
 from kubenova.kube import aio, logs
 from kubenova.kube.events import EventRecorder, ref_of
-from kubenova.kube.leases import LeaseClient
+from kubenova.kube.leases import LeaseClient, LeaseRecord
 from kubenova.kube.watch import Reflector
 from kubenova.operator import (
     drains,
@@ -46,7 +46,7 @@ from kubenova.operator import (
     rebalancing,
 )
 from kubenova.operator.context import Context, Writes
-from kubenova.operator.election import ElectionConfig, LeaderElector
+from kubenova.operator.election import ElectionConfig, LeaderElector, deposed_at
 from kubenova.operator.migration_flow import Limits
 from kubenova.operator.world import HostLease, World, vm_key
 from kubenova.quota import ledger
@@ -138,7 +138,10 @@ class Controller:
             settings.election,
             on_started=self._takeover,
             on_stopped=self._stepdown,
+            on_expiring=self._expiring,
         )
+        self._preparing: asyncio.Task[dt.datetime] | None = None
+        """A standby's catch-up of its watches, started when the leader went silent."""
         self.wake = asyncio.Event()
         self.writes = Writes(self.http, self.world)
         self.ctx = Context(self.world, self.writes, self.recorder, self.leading, self.wake)
@@ -268,7 +271,8 @@ class Controller:
         for plural, handler in (("flavors", self.on_flavor), ("resourcepools", self.on_pool)):
             for item in await self.writes.list(plural):
                 handler("ADDED", item)
-        await asyncio.gather(*(self._catch_up(w) for w in self.watches))
+        if not await self._prepared():
+            await asyncio.gather(*(self._catch_up(w) for w in self.watches))
         for item in await self.writes.list("vmmigrations"):
             self.on_migration("ADDED", item)
         self._leading = True
@@ -276,6 +280,45 @@ class Controller:
         vms, hosts = len(self.world.vms), len(self.world.hosts)
         log.info("leading: %d VMs, %d hosts in the cache", vms, hosts)
         self.wake.set()
+
+    def _expiring(self, previous: LeaseRecord) -> None:
+        """The leader has been silent past its renew deadline, so it writes no more (it deposes
+        itself then), and its lease is about to run out: catch the watches up now, while
+        waiting for it, rather than after taking the lease."""
+        if self._preparing is not None and not self._preparing.done():
+            return
+        if not self.watches or any(w.lists == 0 for w in self.watches):
+            return  # not listed yet: nothing warm to catch up
+        self._preparing = asyncio.create_task(self._prepare())
+
+    async def _prepare(self) -> dt.datetime:
+        at = dt.datetime.now(dt.UTC)
+        await asyncio.gather(*(self._catch_up(w) for w in self.watches))
+        return at
+
+    async def _prepared(self) -> bool:
+        """Whether the watches were caught up, while this replica waited for the lease, to a
+        read taken after the previous leader's renew deadline: everything it wrote is then
+        in the caches, and the take-over need not catch up again."""
+        task, self._preparing = self._preparing, None
+        previous = self.elector.took_over
+        deposed = deposed_at(previous, self.settings.election) if previous else None
+        if task is None or deposed is None:
+            if task is not None:
+                task.cancel()
+            return False
+        try:
+            at = await task
+        except Exception as e:
+            log.warning("catching up before the lease expired failed: %s", e)
+            return False
+        if at < deposed:
+            return False
+        log.info(
+            "caught up before the lease expired (%.2f s after the leader's renew deadline)",
+            (at - deposed).total_seconds(),
+        )
+        return True
 
     async def _catch_up(self, watch: Reflector) -> None:
         """`watch` has delivered everything a consistent read now sees (its list's
