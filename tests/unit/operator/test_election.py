@@ -25,7 +25,9 @@ def held(by: str | None = "old", renewed: dt.datetime | None = T0) -> LeaseRecor
     return LeaseRecord(by, 15, renewed, T0, 1, "7")
 
 
-def plan_at(seconds: float, seen: LeaseRecord | None = None, prepared: bool = False) -> tuple:
+def plan_at(
+    seconds: float, seen: LeaseRecord | None = None, prepared: bool = False
+) -> tuple[float, bool]:
     at = T0 + dt.timedelta(seconds=seconds)
     p = standby_plan(seen or held(), "me", CONFIG, at, 2.0, prepared)
     return round(p.sleep, 3), p.prepare
