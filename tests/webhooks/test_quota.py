@@ -19,7 +19,7 @@ from kubenova.api import constants
 from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client
+from kubenova.kube import aio, client
 from kubenova.quota import arithmetic, ledger, store
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import Webhook, create_vms, delete_unbound_vm, vm_manifest
@@ -226,12 +226,16 @@ class TestRelease:
         vm = VirtualMachine.parse(raw)
 
         async def release() -> list[ledger.ReleaseOutcome]:
-            api = client.api_client(str(test_cluster.kubeconfig))
-            waiting = await ledger.release_charge(api, vm)
-            both = await asyncio.gather(
-                ledger.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
-                ledger.release_charge(api, vm, ignore_finalizers=[kopf, constants.VM_FINALIZER]),
-            )
+            session = aio.Session(client.api_client(str(test_cluster.kubeconfig)))
+            ignore = [kopf, constants.VM_FINALIZER]
+            try:
+                waiting = await ledger.release_charge(session, vm)
+                both = await asyncio.gather(
+                    ledger.release_charge(session, vm, ignore_finalizers=ignore),
+                    ledger.release_charge(session, vm, ignore_finalizers=ignore),
+                )
+            finally:
+                await session.close()
             return [waiting, *both]
 
         waiting, *both = asyncio.run(release())
@@ -277,12 +281,12 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
     one = arithmetic.charge_for(flavor, arithmetic.resources_of(_flavors(test_cluster)[flavor]))
 
     async def run() -> list[ledger.ChargeResult]:
-        # One writer of each kind: the webhook's aiohttp store and the client the operator uses.
-        # Their first charges are made to meet, whatever the machine's load: the HTTP writer
+        # Two writers, each with its own connections and lock, as two webhook replicas. Their
+        # first charges are made to meet, whatever the machine's load: the first writer
         # reads only after the other has read, and the other writes only after it has written.
         kube_read, fast_wrote = asyncio.Event(), asyncio.Event()
 
-        class Fast(store.HTTPStore):
+        class Fast(store.ApiStore):
             async def quotas(self, namespace: str) -> list[dict[str, Any]]:
                 await asyncio.wait_for(kube_read.wait(), 30)
                 return await super().quotas(namespace)
@@ -292,7 +296,7 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
                 fast_wrote.set()
                 return out
 
-        class Kube(store.KubeStore):
+        class Kube(store.ApiStore):
             async def quotas(self, namespace: str) -> list[dict[str, Any]]:
                 out = await super().quotas(namespace)
                 kube_read.set()
@@ -302,15 +306,16 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
                 await asyncio.wait_for(fast_wrote.wait(), 30)
                 return await super().write_status(body)
 
-        fast = Fast(client.api_client(str(test_cluster.kubeconfig)))
-        kube = Kube(client.api_client(str(test_cluster.kubeconfig)))
+        fast = Fast(aio.Session(client.api_client(str(test_cluster.kubeconfig))))
+        kube = Kube(aio.Session(client.api_client(str(test_cluster.kubeconfig))))
         ledgers = [ledger.QuotaLedger(fast), ledger.QuotaLedger(kube)]
         try:
             return list(
                 await asyncio.gather(*(ledgers[i % 2].charge(wh_namespace, one) for i in range(30)))
             )
         finally:
-            await fast.close()
+            await fast.session.close()
+            await kube.session.close()
 
     results = asyncio.run(run())
     assert sum(r.admitted for r in results) == 10
@@ -366,10 +371,10 @@ def test_a_webhook_restarted_mid_run_loses_no_accounting(
         assert used.vms is not None and used.vms >= len(vms)
         # Recounted as the operator would once the last charge has settled (before that, a
         # recount lowers nothing: the charged VM may not be stored yet).
-        api = client.api_client(str(test_cluster.kubeconfig))
+        session = aio.Session(client.api_client(str(test_cluster.kubeconfig)))
         settled = time.time() + arithmetic.CHARGE_SETTLE_SECONDS + 1
-        book = ledger.QuotaLedger(store.KubeStore(api), clock=lambda: settled)
-        recounted = asyncio.run(ledger.recount_namespace(api, wh_namespace, book))
+        book = ledger.QuotaLedger(store.ApiStore(session), clock=lambda: settled)
+        recounted = asyncio.run(ledger.recount_namespace(session, wh_namespace, book))
         assert (
             recounted == _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace)
         )

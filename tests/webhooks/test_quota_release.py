@@ -20,7 +20,7 @@ import pytest
 from kubenova.api import constants
 from kubenova.api.quota import QuotaAmounts, VMQuota
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client as kube_client
+from kubenova.kube import aio
 from kubenova.quota import arithmetic, ledger, store
 
 pytestmark = pytest.mark.apiserver
@@ -41,16 +41,16 @@ HOLD = "test.kubenova.io/hold"
 async def release(
     api: Any, vm: VirtualMachine, book: ledger.QuotaLedger | None = None
 ) -> ledger.ReleaseOutcome:
-    return await ledger.release_charge(api, vm, book, ignore_finalizers=[HOLD])
+    return await ledger.release_charge(aio.Session(api), vm, book, ignore_finalizers=[HOLD])
 
 
-class RecountAround(store.KubeStore):
+class RecountAround(store.ApiStore):
     """The releaser's store: another process's recount lands before each quota read
     (`before_read`) or after each status write (`after_write`)."""
 
     def __init__(self, api: Any, *, before_read: bool = False, after_write: bool = False) -> None:
-        super().__init__(api)
-        self.other = ledger.QuotaLedger(store.KubeStore(api))
+        super().__init__(aio.Session(api))
+        self.other = ledger.QuotaLedger(store.ApiStore(aio.Session(api)))
         self.before_read = before_read
         self.after_write = after_write
         self.recounted: list[int | None] = []
@@ -156,7 +156,7 @@ def test_a_recount_during_a_release_does_not_take_the_charge_off_twice(
     assert used.vms == 1, f"one VM is alive; recounts seen meanwhile: {releasing.recounted}"
     assert used.memory == CHARGE.memory
     # And once more from the other side: a recount afterwards agrees and keeps no bookkeeping.
-    again = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
+    again = asyncio.run(ledger.QuotaLedger(store.ApiStore(aio.Session(api))).recount(ns))
     assert again is not None and again.vms == 1
     assert not _status(custom, ns)[1].get("released")
 
@@ -181,19 +181,15 @@ def test_a_release_retried_after_a_crash_subtracts_once(
     class ProcessDiedError(Exception):
         pass
 
-    original = kube_client.call
+    async def dies_at_the_finalizer_patch(*args: Any, **kwargs: Any) -> None:
+        raise ProcessDiedError
 
-    async def dies_at_the_finalizer_patch(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(fn, "__name__", "") == "patch_namespaced_custom_object":
-            raise ProcessDiedError
-        return await original(fn, *args, **kwargs)
-
-    monkeypatch.setattr(kube_client, "call", dies_at_the_finalizer_patch)
-    with pytest.raises(ProcessDiedError):
-        asyncio.run(release(api, vm, ledger.QuotaLedger(store.KubeStore(api))))
-    monkeypatch.setattr(kube_client, "call", original)
+    with monkeypatch.context() as m:
+        m.setattr(store.ApiStore, "patch_vm", dies_at_the_finalizer_patch)
+        with pytest.raises(ProcessDiedError):
+            asyncio.run(release(api, vm, ledger.QuotaLedger(store.ApiStore(aio.Session(api)))))
     assert _exists(custom, ns, "gone"), "the finalizer is still there"
-    recounted = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
+    recounted = asyncio.run(ledger.QuotaLedger(store.ApiStore(aio.Session(api))).recount(ns))
     assert recounted is not None and recounted.vms is not None and recounted.vms >= 1
     fresh = VirtualMachine.parse(
         custom.get_namespaced_custom_object(G, V, ns, "virtualmachines", "gone")
@@ -209,8 +205,8 @@ def test_two_releasers_at_once_subtract_once(api: Any, custom: Any, two_charged_
     vm = _deleting(custom, ns, "gone")
 
     async def both() -> list[ledger.ReleaseOutcome]:
-        a = ledger.QuotaLedger(store.KubeStore(api))
-        b = ledger.QuotaLedger(store.KubeStore(api))
+        a = ledger.QuotaLedger(store.ApiStore(aio.Session(api)))
+        b = ledger.QuotaLedger(store.ApiStore(aio.Session(api)))
         return list(await asyncio.gather(release(api, vm, a), release(api, vm, b)))
 
     outcomes = asyncio.run(both())
@@ -226,12 +222,12 @@ def test_a_release_from_a_stale_copy_after_its_uid_was_pruned_subtracts_nothing(
     process released it and a recount pruned its uid, took the charge off a second time."""
     ns = two_charged_vms
     stale = _deleting(custom, ns, "gone")  # as a watch that has not caught up still shows it
-    first = ledger.QuotaLedger(store.KubeStore(api))
+    first = ledger.QuotaLedger(store.ApiStore(aio.Session(api)))
     assert asyncio.run(release(api, stale, first)) is ledger.ReleaseOutcome.RELEASED
-    pruned = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
+    pruned = asyncio.run(ledger.QuotaLedger(store.ApiStore(aio.Session(api))).recount(ns))
     assert pruned is not None and pruned.vms == 1
     assert not _status(custom, ns)[1].get("released"), "the uid is pruned"
-    late = asyncio.run(release(api, stale, ledger.QuotaLedger(store.KubeStore(api))))
+    late = asyncio.run(release(api, stale, ledger.QuotaLedger(store.ApiStore(aio.Session(api)))))
     assert late is ledger.ReleaseOutcome.NOT_OURS
     assert _status(custom, ns)[0].vms == 1, "a stale copy took the charge off a second time"
 
@@ -241,7 +237,7 @@ def _admitted_not_stored(api: Any, custom: Any, ns: str) -> ledger.QuotaLedger:
     stored by the API server): the window every create passes through."""
     _vm(custom, ns, "stored")
     _quota(custom, ns, vms=1)
-    webhook = ledger.QuotaLedger(store.KubeStore(api))
+    webhook = ledger.QuotaLedger(store.ApiStore(aio.Session(api)))
     assert asyncio.run(webhook.charge(ns, CHARGE)).admitted
     assert _status(custom, ns)[0].vms == 2
     return webhook
@@ -255,7 +251,7 @@ def test_a_recount_between_a_charge_and_the_create_keeps_the_charge(
     that, so the VM ran uncharged."""
     ns = namespace
     _admitted_not_stored(api, custom, ns)
-    recounted = asyncio.run(ledger.QuotaLedger(store.KubeStore(api)).recount(ns))
+    recounted = asyncio.run(ledger.QuotaLedger(store.ApiStore(aio.Session(api))).recount(ns))
     _vm(custom, ns, "admitted")  # the API server stores it now
     assert recounted is not None and recounted.vms == 2
     assert _status(custom, ns)[0].vms == 2, "two VMs exist, both charged"
@@ -267,7 +263,7 @@ def test_a_recount_after_the_settle_time_heals_a_charge_whose_create_never_lande
     ns = namespace
     _admitted_not_stored(api, custom, ns)  # ... and the create then failed after admission
     later = time.time() + arithmetic.CHARGE_SETTLE_SECONDS + 1
-    book = ledger.QuotaLedger(store.KubeStore(api), clock=lambda: later)
+    book = ledger.QuotaLedger(store.ApiStore(aio.Session(api)), clock=lambda: later)
     recounted = asyncio.run(book.recount(ns))
     assert recounted is not None and recounted.vms == 1
     assert _status(custom, ns)[0].vms == 1, "the drift is healed once no charge is in flight"

@@ -36,13 +36,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
-
 from kubenova.api import constants
 from kubenova.api.quota import QuotaAmounts, VMQuota
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client
+from kubenova.kube import aio
 from kubenova.quota import arithmetic, metrics, store
 
 log = logging.getLogger(__name__)
@@ -322,7 +319,7 @@ class QuotaLedger:
 
 
 async def release_charge(
-    api: kubernetes.client.ApiClient,
+    session: aio.Session,
     vm: VirtualMachine,
     ledger: QuotaLedger | None = None,
     *,
@@ -348,29 +345,14 @@ async def release_charge(
     assert meta.uid is not None, "an object read from the API server has a uid"
     recorded = meta.annotations.get(constants.ANNOTATION_QUOTA_CHARGED)
     charge = arithmetic.parse_charge(recorded) if recorded else None
-    ledger = ledger or QuotaLedger(store.KubeStore(api))
-    custom = kubernetes.client.CustomObjectsApi(api)
-
-    async def read_now() -> Any | None:
-        """The VM as it is now (a quorum read), not as the caller's copy shows it; None if
-        it is gone."""
-        try:
-            return await client.call(
-                custom.get_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                meta.namespace,
-                VirtualMachine.crd.plural,
-                meta.name,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+    api = store.ApiStore(session)
+    ledger = ledger or QuotaLedger(api)
+    namespace = meta.namespace
 
     async def holds_finalizer() -> bool:
-        """Whether the VM, as it is now, is this one and still holds the quota finalizer."""
-        raw = await read_now()
+        """Whether the VM as it is now (not as the caller's copy shows it) is this one and
+        still holds the quota finalizer."""
+        raw = await api.read_vm(namespace, meta.name)
         if raw is None:
             return False
         m = raw.get("metadata") or {}
@@ -378,7 +360,7 @@ async def release_charge(
 
     if charge is not None:
         # Whether it was released meanwhile, the finalizer patch below finds out (404/409).
-        await ledger.release(meta.namespace, charge, meta.uid, holds_finalizer)
+        await ledger.release(namespace, charge, meta.uid, holds_finalizer)
     current = meta
     for _ in range(MAX_ATTEMPTS):
         patch = {
@@ -389,26 +371,15 @@ async def release_charge(
             }
         }
         try:
-            await client.call(
-                custom.patch_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                meta.namespace,
-                VirtualMachine.crd.plural,
-                meta.name,
-                patch,
-                _content_type="application/merge-patch+json",
-            )
+            await api.patch_vm(namespace, meta.name, patch)
             break
-        except ApiException as e:
-            if e.status == 404:
-                return ReleaseOutcome.NOT_OURS  # gone: another releaser finished it
-            if e.status != 409:
-                raise
-        # Changed since it was read: read it again; the subtraction above is not repeated.
-        raw = await read_now()
+        except store.ConflictError:
+            pass
+        # Changed since it was read, or gone: read it again; the subtraction above is not
+        # repeated.
+        raw = await api.read_vm(namespace, meta.name)
         if raw is None:
-            return ReleaseOutcome.NOT_OURS
+            return ReleaseOutcome.NOT_OURS  # gone: another releaser finished it
         fresh = VirtualMachine.parse(raw)
         if fresh.metadata.uid != meta.uid or constants.QUOTA_FINALIZER not in (
             fresh.metadata.finalizers
@@ -417,14 +388,14 @@ async def release_charge(
         current = fresh.metadata
     else:
         raise RuntimeError(
-            f"VM {meta.namespace}/{meta.name} kept changing; its quota finalizer is still there"
+            f"VM {namespace}/{meta.name} kept changing; its quota finalizer is still there"
         )
-    ledger.finalized(meta.namespace, meta.uid)
+    ledger.finalized(namespace, meta.uid)
     if charge is None:
         return ReleaseOutcome.NOT_CHARGED
     log.info(
         "released quota charge of %s/%s",
-        meta.namespace,
+        namespace,
         meta.name,
         extra={"charge": recorded},
     )
@@ -432,8 +403,8 @@ async def release_charge(
 
 
 async def recount_namespace(
-    api: kubernetes.client.ApiClient, namespace: str, ledger: QuotaLedger | None = None
+    session: aio.Session, namespace: str, ledger: QuotaLedger | None = None
 ) -> QuotaAmounts | None:
     """Recompute the namespace's VMQuota usage from its VMs and write it (compare-and-swap).
     The operator calls it periodically and when a VMQuota appears, to heal drift."""
-    return await (ledger or QuotaLedger(store.KubeStore(api))).recount(namespace)
+    return await (ledger or QuotaLedger(store.ApiStore(session))).recount(namespace)

@@ -1,9 +1,10 @@
 """A small release loop: watches VirtualMachines and releases the quota charge of each one
 being deleted once only the quota finalizer is left. Does I/O.
 
-`python -m kubenova.quota.releaser` runs it alone, for tests and for clusters
-without the operator; the operator calls `ledger.release_charge()` from its own VM handlers
-instead. Running both is safe (a release is claimed by a compare-and-swap on the VM).
+`python -m kubenova.quota.releaser` runs it beside each webhook replica (and alone, for tests
+and for clusters without the operator); the operator calls `ledger.release_charge()` from its
+own VM handlers as well. Running both is safe (a release is claimed by a compare-and-swap).
+The watch is a `kubenova.kube.watch.Reflector`, as every other list-and-watch of kubenova's.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import threading
 from typing import Any
-
-import kubernetes
 
 from kubenova.api import constants
 from kubenova.api.meta import InvalidObjectError
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client, logs
+from kubenova.kube import aio, client, logs
+from kubenova.kube.watch import Reflector
 from kubenova.quota import ledger, store
 
 log = logging.getLogger(__name__)
-_watch: Any = kubernetes.watch  # untyped
 
 RESYNC_SECONDS = 30.0
+"""How often the VMs still waiting for a release are tried again (a release that failed)."""
 
 
 def needs_release(raw: dict[str, Any]) -> bool:
@@ -36,39 +35,30 @@ def needs_release(raw: dict[str, Any]) -> bool:
 
 
 class ReleaseLoop:
-    def __init__(self, api: kubernetes.client.ApiClient, workers: int = 4) -> None:
-        self.api = api
-        self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.ledger = ledger.QuotaLedger(store.KubeStore(api))
+    def __init__(self, session: aio.Session, workers: int = 4) -> None:
+        self.session = session
+        self.ledger = ledger.QuotaLedger(store.ApiStore(session))
         self.workers = workers
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._stop = threading.Event()
+        self.waiting: dict[str, dict[str, Any]] = {}
+        """The VMs seen needing a release and not seen released since, by namespace/name."""
+        path = f"/apis/{constants.GROUP}/{constants.VERSION}/{VirtualMachine.crd.plural}"
+        self.watch = Reflector(session, path, self.on_event, name="virtualmachines")
 
-    def _watch_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.is_set():
-            try:
-                listing: Any = self.custom.list_cluster_custom_object(
-                    constants.GROUP, constants.VERSION, VirtualMachine.crd.plural
-                )
-                for raw in listing.get("items", []):
-                    if needs_release(raw):
-                        loop.call_soon_threadsafe(self.queue.put_nowait, raw)
-                w = _watch.Watch()
-                for event in w.stream(
-                    self.custom.list_cluster_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    VirtualMachine.crd.plural,
-                    resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=int(RESYNC_SECONDS),
-                ):
-                    if self._stop.is_set() or event["type"] == "ERROR":
-                        break
-                    if event["type"] != "DELETED" and needs_release(event["object"]):
-                        loop.call_soon_threadsafe(self.queue.put_nowait, event["object"])
-            except Exception as e:  # keep watching through API hiccups
-                log.warning("VM watch failed, relisting: %s", e)
-                self._stop.wait(1.0)
+    def on_event(self, kind: str, raw: dict[str, Any]) -> None:
+        meta = raw.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if kind != "DELETED" and needs_release(raw):
+            self.waiting[key] = raw
+            self.queue.put_nowait(raw)
+        else:
+            self.waiting.pop(key, None)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            for raw in list(self.waiting.values()):
+                self.queue.put_nowait(raw)
 
     async def _worker(self) -> None:
         while True:
@@ -76,7 +66,7 @@ class ReleaseLoop:
             try:
                 vm = VirtualMachine.parse(raw)
                 with logs.trace(vm.metadata.annotations.get(constants.ANNOTATION_TRACE_ID)):
-                    outcome = await ledger.release_charge(self.api, vm, self.ledger)
+                    outcome = await ledger.release_charge(self.session, vm, self.ledger)
                     name = f"{vm.metadata.namespace}/{vm.metadata.name}"
                     log.info("release of %s: %s", name, outcome)
             except InvalidObjectError as e:
@@ -87,13 +77,12 @@ class ReleaseLoop:
                 self.queue.task_done()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        thread = threading.Thread(target=self._watch_thread, args=(loop,), daemon=True)
-        thread.start()
         try:
-            await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+            await asyncio.gather(
+                self.watch.run(), self._resync(), *(self._worker() for _ in range(self.workers))
+            )
         finally:
-            self._stop.set()
+            await self.session.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kubeconfig", default=None)
     args = p.parse_args(argv)
     logs.setup("quota-controller")
-    api = client.api_client(args.kubeconfig)
+    session = aio.Session(client.api_client(args.kubeconfig))
     log.info("releasing quota charges of deleted VMs")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(ReleaseLoop(api).run())
+        asyncio.run(ReleaseLoop(session).run())
 
 
 if __name__ == "__main__":

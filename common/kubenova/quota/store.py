@@ -1,35 +1,31 @@
 """Where the quota ledger reads and writes: the VMQuota of a namespace, its VMs and the
-flavors. Does I/O. Two implementations of one small interface:
+flavors. Does I/O. One small interface (`QuotaStore`, which the unit tests fake) and its
+implementation over the API server, `ApiStore`: `kubenova.kube.aio`, on the event loop with no
+thread hop (it saves about a millisecond per compare-and-swap against the synchronous client,
+most of the webhook's own share of admission latency), retried with short back-offs (an
+admission review has seconds, not minutes).
 
-- `KubeStore`: the official client through `kubenova.kube.client.call` (a worker thread with
-  retries). What the operator gets by default.
-- `HTTPStore`: aiohttp straight to the API server, no thread hop. The webhook's charge path
-  uses it: it saves about a millisecond per compare-and-swap, which is most of the webhook's
-  own share of admission latency.
-
-Both report a lost compare-and-swap (409) or a vanished quota (404) as `ConflictError`.
+A lost compare-and-swap (409) or a vanished quota (404) is reported as `ConflictError`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from typing import Any, Protocol
 
 import aiohttp
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts, VMQuota
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client
+from kubenova.kube import aio, client
 
 _PATH = f"/apis/{constants.GROUP}/{constants.VERSION}"
 RETRY_ATTEMPTS = 5
 RETRY_BASE = 0.05
 RETRY_CAP = 1.0
+TIMEOUT = 10.0
 
 
 class ConflictError(Exception):
@@ -68,129 +64,65 @@ def status_body(raw: dict[str, Any], used: QuotaAmounts) -> dict[str, Any]:
     }
 
 
-class KubeStore:
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(api)
+class ApiStore:
+    """The ledger's calls over one `aio.Session` (the official client's configuration and
+    credentials; a rotated token is picked up)."""
 
-    async def _list(self, namespace: str | None, plural: str) -> list[dict[str, Any]]:
-        g, v = constants.GROUP, constants.VERSION
-        if namespace is None:
-            listing: Any = await client.call(self.custom.list_cluster_custom_object, g, v, plural)
-        else:
-            listing = await client.call(
-                self.custom.list_namespaced_custom_object, g, v, namespace, plural
-            )
-        return list(listing.get("items", []))
+    def __init__(self, session: aio.Session) -> None:
+        self.session = session
 
-    async def quotas(self, namespace: str) -> list[dict[str, Any]]:
-        return await self._list(namespace, VMQuota.crd.plural)
-
-    async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        meta = body["metadata"]
+    async def call(
+        self, method: str, path: str, body: Any = None, content_type: str = aio.JSON
+    ) -> dict[str, Any]:
+        """One request, retried on 429, 5xx, connection errors and time-outs. A PUT answered
+        404 or 409 raises `ConflictError`; any other failure `StoreError`, with the status."""
         try:
-            out: Any = await client.call(
-                self.custom.replace_namespaced_custom_object_status,
-                constants.GROUP,
-                constants.VERSION,
-                meta["namespace"],
-                VMQuota.crd.plural,
-                meta["name"],
-                body,
+            return await client.retrying(
+                lambda: self.session.request(
+                    method, path, body=body, content_type=content_type, timeout=TIMEOUT
+                ),
+                attempts=RETRY_ATTEMPTS,
+                base_delay=RETRY_BASE,
+                max_delay=RETRY_CAP,
             )
         except ApiException as e:
-            if e.status in (404, 409):
+            if e.status in (404, 409) and method in ("PUT", "PATCH"):
                 raise ConflictError(str(e.reason)) from e
-            raise
-        return dict(out)
-
-    async def vms(self, namespace: str) -> list[VirtualMachine]:
-        return [VirtualMachine.parse(r) for r in await self._list(namespace, "virtualmachines")]
-
-    async def flavors(self) -> dict[str, Flavor]:
-        found = (Flavor.parse(r) for r in await self._list(None, Flavor.crd.plural))
-        return {f.metadata.name: f for f in found}
-
-
-class HTTPStore:
-    """The same calls over one aiohttp session, authenticated as the kubernetes client is
-    (client certificate or bearer token, refreshed the way its configuration says)."""
-
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self.config: Any = api.configuration
-        self.server = str(self.config.host).rstrip("/")
-        context = ssl.create_default_context(cafile=self.config.ssl_ca_cert)
-        if not self.config.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.config.cert_file:
-            context.load_cert_chain(self.config.cert_file, self.config.key_file)
-        self._ssl = context
-        self._session: aiohttp.ClientSession | None = None
-
-    def _headers(self) -> dict[str, str]:
-        # What the kubernetes client itself sends: its loaders keep the token under
-        # `BearerToken` (in-cluster and kubeconfig alike); asking for `authorization` found
-        # nothing, so a service account called the API server as system:anonymous.
-        # auth_settings() runs the refresh hook, so rotated tokens are picked up.
-        headers: dict[str, str] = {}
-        for setting in self.config.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"]).title()] = str(setting["value"])
-        return headers
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
-                timeout=aiohttp.ClientTimeout(total=10),
-                cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        """One request, retried on 429, 5xx and connection errors with short back-offs: an
-        admission review has seconds, not minutes."""
-        delay = RETRY_BASE
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                async with self.session().request(
-                    method, self.server + path, json=body, headers=self._headers()
-                ) as r:
-                    data: Any = await r.json(content_type=None)
-                    if r.status in (404, 409) and method == "PUT":
-                        raise ConflictError(str(data.get("message", r.status)))
-                    if r.status < 400:
-                        return dict(data)
-                    error = f"{method} {path}: {r.status} {data.get('message', '')}"
-                    if r.status not in client.RETRY_STATUSES:
-                        raise StoreError(error)
-                    wait = min(float(r.headers.get("Retry-After", delay)), RETRY_CAP)
-            except (aiohttp.ClientConnectionError, TimeoutError) as e:
-                error, wait = f"{method} {path}: {e}", delay
-            if attempt == RETRY_ATTEMPTS:
-                break
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, RETRY_CAP)
-        raise StoreError(error)
+            raise StoreError(f"{method} {path}: {e.status} {e.reason}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StoreError(f"{method} {path}: {e or type(e).__name__}") from e
 
     async def quotas(self, namespace: str) -> list[dict[str, Any]]:
-        data = await self._call("GET", f"{_PATH}/namespaces/{namespace}/{VMQuota.crd.plural}")
+        data = await self.call("GET", f"{_PATH}/namespaces/{namespace}/{VMQuota.crd.plural}")
         return list(data.get("items", []))
 
     async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         path = f"{_PATH}/namespaces/{meta['namespace']}/{VMQuota.crd.plural}/{meta['name']}"
-        return await self._call("PUT", f"{path}/status", body)
+        return await self.call("PUT", f"{path}/status", body)
 
     async def vms(self, namespace: str) -> list[VirtualMachine]:
-        data = await self._call("GET", f"{_PATH}/namespaces/{namespace}/virtualmachines")
+        data = await self.call("GET", f"{_PATH}/namespaces/{namespace}/virtualmachines")
         return [VirtualMachine.parse(r) for r in data.get("items", [])]
 
     async def flavors(self) -> dict[str, Flavor]:
-        data = await self._call("GET", f"{_PATH}/{Flavor.crd.plural}")
+        data = await self.call("GET", f"{_PATH}/{Flavor.crd.plural}")
         found = (Flavor.parse(r) for r in data.get("items", []))
         return {f.metadata.name: f for f in found}
+
+    def vm_path(self, namespace: str, name: str) -> str:
+        plural = VirtualMachine.crd.plural
+        return aio.object_path(constants.GROUP, constants.VERSION, plural, name, namespace)
+
+    async def read_vm(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The VM as it is now (a quorum read); None if it is gone."""
+        try:
+            return await self.call("GET", self.vm_path(namespace, name))
+        except StoreError as e:
+            if isinstance(e.__cause__, ApiException) and e.__cause__.status == 404:
+                return None
+            raise
+
+    async def patch_vm(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of the VM; `ConflictError` if it changed since (409) or is gone."""
+        await self.call("PATCH", self.vm_path(namespace, name), patch, aio.MERGE_PATCH)

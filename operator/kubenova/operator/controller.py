@@ -127,7 +127,7 @@ class Controller:
         self.watches: list[Reflector] = []
         """The list-and-watches of VMs, Hosts and Leases (`handlers` starts them); a new
         leader catches each up instead of listing its kind again."""
-        self.ledger = ledger.QuotaLedger(quota_store.KubeStore(api))
+        self.ledger = ledger.QuotaLedger(quota_store.ApiStore(self.http))
         self.world = World(clock=time.monotonic, config=settings.scheduler)
         # Custom objects are untyped JSON either way; Any keeps the call sites readable.
         self.custom: Any = kubernetes.client.CustomObjectsApi(api)
@@ -591,7 +591,7 @@ class Controller:
         """Recount every namespace's quota usage from its VMs, healing drift (a charge whose
         VM create failed after admission, a release lost to a crash)."""
         for q in await self.writes.list("vmquotas"):
-            await ledger.recount_namespace(self.api, q["metadata"]["namespace"], self.ledger)
+            await ledger.recount_namespace(self.http, q["metadata"]["namespace"], self.ledger)
 
     async def _sync_statuses(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -634,7 +634,7 @@ class Controller:
                         await self._add_finalizer(vm, host, vm.metadata.resource_version or "")
                 elif deleting and fins == [constants.QUOTA_FINALIZER]:
                     # The domain is gone (no other finalizer left): give the quota back.
-                    await ledger.release_charge(self.api, vm, self.ledger)
+                    await ledger.release_charge(self.http, vm, self.ledger)
                 elif deleting and not vm.status.host and constants.VM_FINALIZER in fins:
                     # Never bound: no agent has a domain to clean up.
                     await self.writes.vm_meta(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kubenova.kube import client, logs
+from kubenova.kube import aio, client, logs
 from kubenova.quota import ledger, store
 from kubenova.webhooks import admission, catalog, ratelimit, server
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     api = client.api_client(args.kubeconfig)
     cat = catalog.Catalog(api)
-    quotas = store.HTTPStore(api)
+    quotas = store.ApiStore(aio.Session(api))
     charges = ledger.QuotaLedger(quotas)
     adm = admission.Admission(api, cat, charges, ratelimit.RateLimiter(limits))
     auth = (
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def stop_catalog(_: web.Application) -> None:
         cat.stop()
-        await quotas.close()
+        await quotas.session.close()
 
     application.on_startup.append(start_catalog)
     application.on_cleanup.append(stop_catalog)
