@@ -1,7 +1,7 @@
 """Kubernetes Events, the behaviour log users read with `kubectl describe`.
 
-Posting never blocks the caller: events are queued and written by one background task, and
-a full queue drops the newest event rather than slowing a scheduling loop down.
+Posting never blocks the caller: events are queued and written by a few background tasks,
+and a full queue drops the newest event rather than slowing a scheduling loop down.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.meta import Resource
-from kubenova.kube import client
+from kubenova.kube import aio
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,25 @@ class _Event:
 
 
 class EventRecorder:
-    """Writes core/v1 Events about objects, from a bounded queue."""
+    """Writes core/v1 Events about objects, from a bounded queue, `posters` at a time over the
+    asynchronous client (one POST each, no thread hop): a burst of binds gets its `Scheduled`
+    events, where one synchronous poster kept up with about a fifth of them."""
 
     def __init__(
-        self, api: kubernetes.client.ApiClient, component: str, instance: str, maxsize: int = 1000
+        self,
+        api: kubernetes.client.ApiClient,
+        component: str,
+        instance: str,
+        maxsize: int = 1000,
+        posters: int = 4,
     ) -> None:
-        self.core = kubernetes.client.CoreV1Api(api)
+        self.session = aio.Session(api)
         self.component = component
         self.instance = instance
+        self.posters = posters
         self.queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize)
         self.dropped = 0
+        self.posted = 0
 
     def emit(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         try:
@@ -64,39 +75,53 @@ class EventRecorder:
             self.dropped += 1
 
     async def run(self) -> None:
+        try:
+            await asyncio.gather(*(self._poster() for _ in range(self.posters)))
+        finally:
+            await self.session.close()
+
+    async def _poster(self) -> None:
         while True:
             ev = await self.queue.get()
             try:
                 await self._post(ev)
+                self.posted += 1
             except ApiException as e:
                 if e.status != 404:  # the namespace may be going away
                     log.warning("could not post event %s: %s", ev.reason, e.reason)
             except Exception:  # an event is never worth crashing the loop for
                 log.exception("could not post event %s", ev.reason)
+            finally:
+                self.queue.task_done()
+
+    def body(self, ev: _Event, now: dt.datetime) -> dict[str, Any]:
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        namespace = ev.ref.namespace or "default"
+        involved = {
+            "apiVersion": ev.ref.api_version,
+            "kind": ev.ref.kind,
+            "name": ev.ref.name,
+            "namespace": ev.ref.namespace,
+            "uid": ev.ref.uid,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ev.ref.name}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None},
+            "type": ev.type,
+            "reason": ev.reason,
+            "message": ev.message,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
+            "action": ev.reason,
+        }
 
     async def _post(self, ev: _Event) -> None:
-        now = dt.datetime.now(dt.UTC)
-        namespace = ev.ref.namespace or "default"
-        body = kubernetes.client.CoreV1Event(
-            metadata=kubernetes.client.V1ObjectMeta(
-                name=f"{ev.ref.name}.{uuid.uuid4().hex[:12]}", namespace=namespace
-            ),
-            involved_object=kubernetes.client.V1ObjectReference(
-                api_version=ev.ref.api_version,
-                kind=ev.ref.kind,
-                name=ev.ref.name,
-                namespace=ev.ref.namespace,
-                uid=ev.ref.uid,
-            ),
-            type=ev.type,
-            reason=ev.reason,
-            message=ev.message,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=kubernetes.client.V1EventSource(component=self.component),
-            reporting_component=self.component,
-            reporting_instance=self.instance,
-            action=ev.reason,
-        )
-        await client.call(self.core.create_namespaced_event, namespace, body)
+        body = self.body(ev, dt.datetime.now(dt.UTC))
+        path = f"/api/v1/namespaces/{quote(body['metadata']['namespace'], safe='')}/events"
+        await self.session.call("POST", path, body=body)
