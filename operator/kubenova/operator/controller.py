@@ -129,8 +129,6 @@ class Controller:
         leader catches each up instead of listing its kind again."""
         self.ledger = ledger.QuotaLedger(quota_store.ApiStore(self.http))
         self.world = World(clock=time.monotonic, config=settings.scheduler)
-        # Custom objects are untyped JSON either way; Any keeps the call sites readable.
-        self.custom: Any = kubernetes.client.CustomObjectsApi(api)
         self.recorder = EventRecorder(api, "kubenova-operator", settings.identity)
         self.elector = LeaderElector(
             LeaseClient(api, settings.namespace, settings.leader_lease),

@@ -54,7 +54,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _controller = Controller(_settings, client.api_client())
     _controller.start()
     global _image_hosts, _image_task
-    _image_hosts = ImageHosts(client.api_client(), _controller.leading)
+    _image_hosts = ImageHosts(_controller.writes, _controller.leading)
     _image_task = asyncio.create_task(_image_hosts.run(), name="vmimage-hosts")
     _start_reflectors(_settings, _controller, _image_hosts)
     log.info("operator %s started", _settings.identity)

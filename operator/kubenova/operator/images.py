@@ -15,23 +15,17 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
-
-from kubenova.api import constants
 from kubenova.api.image import MAX_HOSTS, VMImage
 from kubenova.api.meta import InvalidObjectError
-from kubenova.kube import client
+from kubenova.operator.context import Writes
 from kubenova.operator.imageholders import ImageHolders
 
 log = logging.getLogger(__name__)
 
 
 class ImageHosts:
-    def __init__(
-        self, api: kubernetes.client.ApiClient, leading: Callable[[], bool], period: float = 1.0
-    ) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(api)
+    def __init__(self, writes: Writes, leading: Callable[[], bool], period: float = 1.0) -> None:
+        self.writes = writes
         self.leading = leading
         self.period = period
         self.index = ImageHolders()
@@ -99,19 +93,6 @@ class ImageHosts:
         hosts = self._wanted(name)
         if hosts == self._written.get(name):
             return
-        body = {"status": {"hosts": hosts[:MAX_HOSTS], "hostCount": len(hosts)}}
-        try:
-            await client.call(
-                self.custom.patch_cluster_custom_object_status,
-                constants.GROUP,
-                constants.VERSION,
-                "vmimages",
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return
-            raise
+        status = {"hosts": hosts[:MAX_HOSTS], "hostCount": len(hosts)}
+        await self.writes.cluster_status(VMImage.crd.plural, name, status)  # gone: nothing
         self._written[name] = hosts
