@@ -13,6 +13,7 @@ from kubenova.kube import aio, watch
 from kubenova.operator.controller import NOTHING
 from tests.fixtures.cluster import LocalCluster
 from tests.fixtures.operator import GROUP, VERSION, Cluster
+from tests.fixtures.reflectors import running, until
 
 pytestmark = [pytest.mark.apiserver]
 
@@ -38,14 +39,6 @@ class Seen:
             self.objects.pop(key, None)
         else:
             self.objects[key] = meta["resourceVersion"]
-
-
-async def _until(what: str, check: Any, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_a_list_comes_in_pages_and_holds_every_object_once(
@@ -89,9 +82,8 @@ def test_a_watch_reaches_a_consistent_read_without_listing_again(
         session = aio.Session(api)
         seen = Seen()
         reflector = watch.Reflector(session, VMS, seen, name="vms", timeout=60)
-        task = asyncio.create_task(reflector.run())
-        try:
-            await _until("the first list", lambda: reflector.lists == 1)
+        async with running(reflector):
+            await until("the first list", lambda: reflector.lists == 1)
             assert _ours(namespace, seen.objects) == {"before"}
             # Writes elsewhere move etcd's revision on; none of them is a VM event.
             for i in range(3):
@@ -112,10 +104,6 @@ def test_a_watch_reaches_a_consistent_read_without_listing_again(
             await reflector.relist()
             assert reflector.lists == 2
             assert _ours(namespace, seen.objects) == {"before", "just-before"}
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await session.close()
 
     asyncio.run(scenario())
 
@@ -135,13 +123,8 @@ def test_a_watch_from_a_version_gone_from_the_api_server_lists_again(
         # the reflector was away longer than the cache's window.
         reflector.resource_version = "1"
         reflector.keys = {f"{namespace}/vanished"}
-        task = asyncio.create_task(reflector.run())
-        try:
-            await _until("a list after the 410", lambda: reflector.lists == 1)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await session.close()
+        async with running(reflector):
+            await until("a list after the 410", lambda: reflector.lists == 1)
         assert _ours(namespace, seen.objects) == {"a", "b"}
         assert ("DELETED", f"{namespace}/vanished") in seen.events, (
             "an object known before and missing from the new list is delivered as deleted"

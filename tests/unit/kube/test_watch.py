@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from kubenova.kube import aio, client, watch
+from tests.fixtures.reflectors import running, until
 
 pytestmark = pytest.mark.unit
 
@@ -92,14 +93,6 @@ async def _serve(api: FakeAPI) -> AsyncGenerator[str]:
         await runner.cleanup()
 
 
-async def _until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def test_a_reflector_lists_watches_resumes_and_relists_after_expiry() -> None:
     async def scenario() -> None:
         api = FakeAPI()
@@ -137,13 +130,10 @@ def test_a_reflector_lists_watches_resumes_and_relists_after_expiry() -> None:
             api.objects["d"] = _vm("d", 20)
 
         api.before_watch[1] = changes
-        task = asyncio.create_task(reflector.run())
         try:
-            await _until("a relist after the 410", lambda: reflector.lists == 2)
+            async with running(reflector):
+                await until("a relist after the 410", lambda: reflector.lists == 2)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await session.close()
             await gen.aclose()
         # Two pages of the first list, then the watch from its version, resumed from the
         # bookmark's, then (410) a list again, whose missing object comes as DELETED.
@@ -189,13 +179,10 @@ def test_a_handler_that_fails_does_not_end_the_stream_and_a_token_is_sent(
         }))  # fmt: skip
         session = aio.Session(client.api_client(str(kubeconfig)))
         reflector = watch.Reflector(session, PATH, on_event, timeout=5)
-        task = asyncio.create_task(reflector.run())
         try:
-            await _until("x and z", lambda: seen == ["x", "z"])
+            async with running(reflector):
+                await until("x and z", lambda: seen == ["x", "z"])
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await session.close()
             await gen.aclose()
         assert reflector.lists == 1, "no relist: the stream went on"
         assert set(api.auth) == {"Bearer s3cret"}, "the token, as the official client sends it"
