@@ -2,9 +2,9 @@
 field selector status.host), their status and finalizer, Flavors, its Host object and events.
 Does I/O.
 
-One-shot calls go through the synchronous client (`kube.client.call()`, in a worker thread);
-the VMs come through `kube.watch.Reflector` on the event loop, the operator's own
-list-and-watch (pages, bookmarks, resume, a list again after 410).
+Everything goes through `kube.aio` on the event loop (retried as `kube.client.call` retries):
+one-shot calls through its `Session`, the VMs through `kube.watch.Reflector`, the operator's
+own list-and-watch (pages, bookmarks, resume, a list again after 410).
 """
 
 from __future__ import annotations
@@ -15,27 +15,21 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
-from kubenova.kube import aio, client, watch
+from kubenova.kube import aio, watch
 from kubenova.node_agent import transfer
 
 log = logging.getLogger(__name__)
 
 RawObject = dict[str, Any]
 VM_PLURAL = "virtualmachines"
-MERGE_PATCH = "application/merge-patch+json"
 HOST_EVENT_NAMESPACE = "default"
-
-
-async def _call(fn: Callable[..., object], *args: Any, **kwargs: Any) -> RawObject:
-    """`client.call()` of a custom-objects method, whose answers are plain dicts."""
-    return cast(RawObject, await client.call(fn, *args, **kwargs))
 
 
 def vm_key(obj: RawObject) -> str:
@@ -43,10 +37,12 @@ def vm_key(obj: RawObject) -> str:
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
+def _path(plural: str, name: str, namespace: str | None = None) -> str:
+    return aio.object_path(constants.GROUP, constants.VERSION, plural, name, namespace)
+
+
 class KubeAPI:
     def __init__(self, api: kubernetes.client.ApiClient, host: str, namespace: str) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.core = kubernetes.client.CoreV1Api(api)
         self.host = host
         self.namespace = namespace
         # The VMs bound here: status.host is a selectable field of the CRD, so the API server
@@ -55,48 +51,31 @@ class KubeAPI:
         self.http = aio.Session(api)
         self._flavors: dict[str, Flavor] = {}
 
-    # -- VirtualMachines ------------------------------------------------------------------
-
-    async def patch_vm_status(self, namespace: str, name: str, body: RawObject) -> RawObject:
-        return await _call(
-            self.custom.patch_namespaced_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            namespace,
-            VM_PLURAL,
-            name,
-            body,
-            _content_type=MERGE_PATCH,
-        )
-
-    async def get_vm(self, namespace: str, name: str) -> RawObject | None:
-        """A VM by name, wherever it is bound (None: it does not exist)."""
+    async def _get(self, path: str) -> RawObject | None:
+        """The object at `path`; None if there is none (404)."""
         try:
-            return await _call(
-                self.custom.get_namespaced_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                namespace,
-                VM_PLURAL,
-                name,
-            )
+            return await self.http.call("GET", path)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
+    async def _merge(self, path: str, body: RawObject) -> RawObject:
+        """A merge patch of the object at `path`; the object as it is after."""
+        return await self.http.call("PATCH", path, body=body, content_type=aio.MERGE_PATCH)
+
+    # -- VirtualMachines ------------------------------------------------------------------
+
+    async def patch_vm_status(self, namespace: str, name: str, body: RawObject) -> RawObject:
+        return await self._merge(_path(VM_PLURAL, name, namespace) + "/status", body)
+
+    async def get_vm(self, namespace: str, name: str) -> RawObject | None:
+        """A VM by name, wherever it is bound (None: it does not exist)."""
+        return await self._get(_path(VM_PLURAL, name, namespace))
+
     async def patch_migration_status(self, namespace: str, name: str, status: RawObject) -> None:
         """The source agent's part of a VMMigration's status: `transfer`, `progressPercent`."""
-        await client.call(
-            self.custom.patch_namespaced_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            namespace,
-            "vmmigrations",
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+        await self._merge(_path("vmmigrations", name, namespace) + "/status", {"status": status})
 
     async def release_finalizer(self, namespace: str, name: str) -> None:
         """Remove the domain-cleanup finalizer, keeping any other, with a resourceVersion
@@ -116,16 +95,7 @@ class KubeAPI:
                 }
             }
             try:
-                await client.call(
-                    self.custom.patch_namespaced_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    namespace,
-                    VM_PLURAL,
-                    name,
-                    body,
-                    _content_type=MERGE_PATCH,
-                )
+                await self._merge(_path(VM_PLURAL, name, namespace), body)
                 return
             except ApiException as e:
                 if e.status == 404:
@@ -139,18 +109,9 @@ class KubeAPI:
         cached = self._flavors.get(name)
         if cached is not None:
             return cached
-        try:
-            raw = await _call(
-                self.custom.get_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                "flavors",
-                name,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        raw = await self._get(_path("flavors", name))
+        if raw is None:
+            return None
         flavor = Flavor.parse(raw)
         self._flavors[name] = flavor
         return flavor
@@ -158,57 +119,30 @@ class KubeAPI:
     async def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's data, decoded (None: it does not exist). Callers must keep the values out
         of logs, events and statuses: they may be credentials."""
-        try:
-            secret: Any = await client.call(self.core.read_namespaced_secret, name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        secret = await self._get(aio.object_path("", "v1", "secrets", name, namespace))
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
     # -- VMImages (the host's image cache) -----------------------------------------------
 
     async def vmimage(self, name: str) -> RawObject | None:
         """A VMImage by name (None: there is none, so the name is an admin's pre-provisioned
         file in the image store)."""
-        return await self._cluster_object("vmimages", name)
+        return await self._get(_path("vmimages", name))
 
     async def list_vmimages(self) -> list[RawObject]:
-        listing = await _call(
-            self.custom.list_cluster_custom_object, constants.GROUP, constants.VERSION, "vmimages"
-        )
-        return list(listing.get("items") or [])
+        path = f"/apis/{constants.GROUP}/{constants.VERSION}/vmimages"
+        return [item async for page in self.http.pages(path) for item in page.get("items") or []]
 
     async def patch_vmimage_status(self, name: str, body: RawObject) -> RawObject:
         """A merge patch of a VMImage's status; `body` carries the resourceVersion it was
         computed from, so a stale write fails with 409."""
-        return await _call(
-            self.custom.patch_cluster_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            "vmimages",
-            name,
-            body,
-            _content_type=MERGE_PATCH,
-        )
+        return await self._merge(_path("vmimages", name) + "/status", body)
 
     async def pool(self, name: str) -> RawObject | None:
         """A ResourcePool by name (None: it does not exist)."""
-        return await self._cluster_object("resourcepools", name)
-
-    async def _cluster_object(self, plural: str, name: str) -> RawObject | None:
-        try:
-            return await _call(
-                self.custom.get_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                plural,
-                name,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._get(_path("resourcepools", name))
 
     # -- the Host -------------------------------------------------------------------------
 
@@ -222,25 +156,14 @@ class KubeAPI:
             "metadata": {"name": self.host, "labels": labels},
             "spec": {},
         }
+        hosts = f"/apis/{constants.GROUP}/{constants.VERSION}/hosts"
         try:
-            await client.call(
-                self.custom.create_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                "hosts",
-                body,
-            )
+            await self.http.call("POST", hosts, body=body)
             return
         except ApiException as e:
             if e.status != 409:
                 raise
-        current = await _call(
-            self.custom.get_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            "hosts",
-            self.host,
-        )
+        current = await self.http.call("GET", _path("hosts", self.host))
         have: dict[str, str] = (current.get("metadata") or {}).get("labels") or {}
         missing = {k: v for k, v in labels.items() if k not in have}
         kept = sorted(k for k, v in labels.items() if k in have and have[k] != v)
@@ -248,77 +171,51 @@ class KubeAPI:
             log.info("Host %s keeps the labels %s as set on it", self.host, ", ".join(kept))
         if not missing:
             return
-        await client.call(
-            self.custom.patch_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            "hosts",
-            self.host,
-            {"metadata": {"labels": missing}},
-            _content_type=MERGE_PATCH,
-        )
+        await self._merge(_path("hosts", self.host), {"metadata": {"labels": missing}})
 
     async def migration_offer(self, host: str) -> transfer.Offer | None:
         """What Host `host` offers live migrations at, in its own status (None: no such Host)."""
-        try:
-            raw = await _call(
-                self.custom.get_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                "hosts",
-                host,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        raw = await self._get(_path("hosts", host))
+        if raw is None:
+            return None
         offered = (raw.get("status") or {}).get("migration") or {}
         return transfer.Offer(str(offered.get("uri") or ""), str(offered.get("address") or ""))
 
     async def patch_host_status(self, status: RawObject) -> RawObject:
         """Returns the Host as it is now."""
-        return await _call(
-            self.custom.patch_cluster_custom_object_status,
-            constants.GROUP,
-            constants.VERSION,
-            "hosts",
-            self.host,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+        return await self._merge(_path("hosts", self.host) + "/status", {"status": status})
 
     async def clear_host_annotation(self, key: str) -> None:
-        await client.call(
-            self.custom.patch_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            "hosts",
-            self.host,
-            {"metadata": {"annotations": {key: None}}},
-            _content_type=MERGE_PATCH,
-        )
+        await self._merge(_path("hosts", self.host), {"metadata": {"annotations": {key: None}}})
 
     async def host_event(self, reason: str, message: str, kind: str = "Warning") -> None:
         """An event about this Host. The Host is cluster-scoped, so its events live in
         `default`, as a Node's do (the API server refuses any other namespace)."""
-        now = dt.datetime.now(dt.UTC)
-        body = kubernetes.client.CoreV1Event(
-            metadata=kubernetes.client.V1ObjectMeta(
-                name=f"{self.host}.{uuid.uuid4().hex[:12]}", namespace=HOST_EVENT_NAMESPACE
-            ),
-            involved_object=kubernetes.client.V1ObjectReference(
-                api_version=constants.API_VERSION, kind="Host", name=self.host
-            ),
-            reason=reason,
-            message=message,
-            type=kind,
-            source=kubernetes.client.V1EventSource(component="kubenova-agent", host=self.host),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{self.host}.{uuid.uuid4().hex[:12]}",
+                "namespace": HOST_EVENT_NAMESPACE,
+            },
+            "involvedObject": {
+                "apiVersion": constants.API_VERSION,
+                "kind": "Host",
+                "name": self.host,
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubenova-agent", "host": self.host},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
         try:
-            await client.call(self.core.create_namespaced_event, HOST_EVENT_NAMESPACE, body)
+            await self.http.call(
+                "POST", f"/api/v1/namespaces/{HOST_EVENT_NAMESPACE}/events", body=body
+            )
         except ApiException as e:  # events are best effort
             log.warning("could not record event %s: %s", reason, e.reason)
 
