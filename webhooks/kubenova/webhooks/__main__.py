@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         cluster_updates=args.cluster_updates,
     )
     api = client.api_client(args.kubeconfig)
-    cat = catalog.Catalog(api)
-    quotas = store.ApiStore(aio.Session(api))
+    session = aio.Session(api)
+    cat = catalog.Catalog(session)
+    quotas = store.ApiStore(session)
     charges = ledger.QuotaLedger(quotas)
-    adm = admission.Admission(api, cat, charges, ratelimit.RateLimiter(limits))
+    adm = admission.Admission(session, cat, charges, ratelimit.RateLimiter(limits))
     auth = (
         server.ClientAuth(args.client_ca, frozenset(args.client_name)) if args.client_ca else None
     )

@@ -8,9 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
@@ -20,7 +18,7 @@ from kubenova.api.migration import VMMigration
 from kubenova.api.pool import ResourcePool
 from kubenova.api.quota import VMQuota
 from kubenova.api.vm import VirtualMachine
-from kubenova.kube import client, logs
+from kubenova.kube import aio, logs
 from kubenova.quota import arithmetic
 from kubenova.quota import metrics as quota_metrics
 from kubenova.quota.ledger import MAX_ATTEMPTS, QuotaLedger
@@ -44,14 +42,13 @@ class Admission:
 
     def __init__(
         self,
-        api: kubernetes.client.ApiClient,
+        session: aio.Session,
         cat: catalog.Catalog,
         ledger: QuotaLedger,
         limiter: ratelimit.RateLimiter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api = api
-        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.session = session
         self.catalog = cat
         self.ledger = ledger
         self.limiter = limiter
@@ -182,16 +179,12 @@ class Admission:
         return self._invalid(req, problems) if problems else review.allow()
 
     async def _flavor_users(self, flavor: str) -> list[str]:
-        listing: Any = await client.call(
-            self.custom.list_cluster_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            VirtualMachine.crd.plural,
-        )
+        path = f"/apis/{constants.GROUP}/{constants.VERSION}/{VirtualMachine.crd.plural}"
         return [
             f"{vm['metadata']['namespace']}/{vm['metadata']['name']}"
-            for vm in listing.get("items", [])
-            if vm.get("spec", {}).get("flavor") == flavor
+            async for page in self.session.pages(path)
+            for vm in page.get("items") or []
+            if (vm.get("spec") or {}).get("flavor") == flavor
         ]
 
     async def _pool(self, req: review.Request) -> review.Verdict:
@@ -209,13 +202,9 @@ class Admission:
         if req.operation != "CREATE" or req.object is None:
             return review.allow()
         q = VMQuota.parse(req.object)
-        listing: Any = await client.call(
-            self.custom.list_namespaced_custom_object,
-            constants.GROUP,
-            constants.VERSION,
-            req.namespace,
-            VMQuota.crd.plural,
-        )
+        plural = VMQuota.crd.plural
+        path = f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{req.namespace}/{plural}"
+        listing = await self.session.call("GET", path)
         others = [item["metadata"]["name"] for item in listing.get("items", [])]
         problems = rules.quota_create(q.metadata.name, others)
         return self._invalid(req, problems) if problems else review.allow()
@@ -225,15 +214,14 @@ class Admission:
             return review.allow()
         m = VMMigration.parse(req.object)
         try:
-            raw: Any = await client.call(
-                self.custom.get_namespaced_custom_object,
+            path = aio.object_path(
                 constants.GROUP,
                 constants.VERSION,
-                req.namespace,
                 VirtualMachine.crd.plural,
                 m.spec.vm_name,
+                req.namespace,
             )
-            vm: VirtualMachine | None = VirtualMachine.parse(raw)
+            vm: VirtualMachine | None = VirtualMachine.parse(await self.session.call("GET", path))
         except ApiException as e:
             if e.status != 404:
                 raise

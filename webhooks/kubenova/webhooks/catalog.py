@@ -9,36 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any, Generic, TypeVar
 
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
 from kubenova.api.meta import InvalidObjectError, Resource
 from kubenova.api.pool import ResourcePool
-from kubenova.kube import client
+from kubenova.kube import aio
+from kubenova.kube.watch import Reflector
 
 log = logging.getLogger(__name__)
-_watch: Any = kubernetes.watch  # untyped
 R = TypeVar("R", bound=Resource)
-
-WATCH_TIMEOUT = 300
-"""Seconds a watch call lasts before it is renewed."""
 
 
 class Store(Generic[R]):
-    """Every object of one cluster-scoped kind, by name, fed by a watch thread."""
+    """Every object of one cluster-scoped kind, by name, fed by a `Reflector` (the watch
+    layer of every kubenova component) on the event loop."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, kind: type[R]) -> None:
+    def __init__(self, session: aio.Session, kind: type[R]) -> None:
+        self.session = session
         self.kind = kind
         self.plural = kind.crd.plural
-        self.custom = kubernetes.client.CustomObjectsApi(api)
         self.objects: dict[str, R] = {}
-        self.synced = threading.Event()
-        self._stop = threading.Event()
+        self.synced = asyncio.Event()
+        self.reflector = Reflector(
+            session,
+            f"/apis/{constants.GROUP}/{constants.VERSION}/{self.plural}",
+            self._on_event,
+            name=self.plural,
+            on_synced=self.synced.set,
+        )
+        self._task: asyncio.Task[None] | None = None
 
     def _parse(self, raw: dict[str, Any]) -> R | None:
         try:
@@ -47,67 +50,30 @@ class Store(Generic[R]):
             log.warning("ignoring unparsable %s: %s", self.kind.__name__, e)
             return None
 
-    def _list(self) -> str:
-        listing: Any = self.custom.list_cluster_custom_object(
-            constants.GROUP, constants.VERSION, self.plural
-        )
-        objects = {}
-        for raw in listing.get("items", []):
-            obj = self._parse(raw)
-            if obj is not None:
-                objects[obj.metadata.name] = obj
-        self.objects = objects
-        self.synced.set()
-        return str(listing["metadata"]["resourceVersion"])
-
-    def run(self) -> None:
-        """List, then watch until stopped; relist after any error (410 Gone included)."""
-        while not self._stop.is_set():
-            try:
-                rv = self._list()
-                w = _watch.Watch()
-                for event in w.stream(
-                    self.custom.list_cluster_custom_object,
-                    constants.GROUP,
-                    constants.VERSION,
-                    self.plural,
-                    resource_version=rv,
-                    timeout_seconds=WATCH_TIMEOUT,
-                ):
-                    if self._stop.is_set():
-                        w.stop()
-                        break
-                    raw = event["object"]
-                    if event["type"] == "ERROR":
-                        break
-                    name = raw.get("metadata", {}).get("name")
-                    if event["type"] == "DELETED":
-                        self.objects.pop(name, None)
-                    elif (obj := self._parse(raw)) is not None:
-                        self.objects[name] = obj
-            except Exception as e:  # a watch thread must outlive any API hiccup
-                log.warning("%s watch failed, relisting: %s", self.plural, e)
-                self._stop.wait(1.0)
+    def _on_event(self, kind: str, raw: dict[str, Any]) -> None:
+        name = str((raw.get("metadata") or {}).get("name"))
+        if kind == "DELETED":
+            self.objects.pop(name, None)
+        elif (obj := self._parse(raw)) is not None:
+            self.objects[name] = obj
+        else:
+            self.objects.pop(name, None)  # its last readable version is gone too
 
     def start(self) -> None:
-        threading.Thread(target=self.run, name=f"watch-{self.plural}", daemon=True).start()
+        self._task = asyncio.create_task(self.reflector.run(), name=f"watch-{self.plural}")
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
 
     async def get(self, name: str) -> R | None:
         """The object, from the cache or (on a miss) from the API server."""
         obj = self.objects.get(name)
         if obj is not None:
             return obj
+        path = aio.object_path(constants.GROUP, constants.VERSION, self.plural, name, None)
         try:
-            raw: Any = await client.call(
-                self.custom.get_cluster_custom_object,
-                constants.GROUP,
-                constants.VERSION,
-                self.plural,
-                name,
-            )
+            raw = await self.session.call("GET", path)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -124,18 +90,19 @@ class Store(Generic[R]):
 class Catalog:
     """The flavors and pools."""
 
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self.flavors = Store(api, Flavor)
-        self.pools = Store(api, ResourcePool)
+    def __init__(self, session: aio.Session) -> None:
+        self.flavors = Store(session, Flavor)
+        self.pools = Store(session, ResourcePool)
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start watching; return once both kinds are listed."""
         for store in (self.flavors, self.pools):
             store.start()
         for store in (self.flavors, self.pools):
-            ok = await asyncio.to_thread(store.synced.wait, timeout)
-            if not ok:
-                raise TimeoutError(f"could not list {store.plural} within {timeout:.0f}s")
+            try:
+                await asyncio.wait_for(store.synced.wait(), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"could not list {store.plural} within {timeout:.0f}s") from None
 
     def stop(self) -> None:
         self.flavors.stop()
