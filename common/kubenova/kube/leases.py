@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from kubenova.kube import client
+from kubenova.kube import aio
 
 
 @dataclass(frozen=True)
@@ -36,38 +37,53 @@ def decide(record: LeaseRecord | None, me: str, now: dt.datetime) -> bool:
     return record is None or record.holder in (None, "", me) or record.expired(now)
 
 
-def _record(lease: kubernetes.client.V1Lease) -> LeaseRecord:
-    spec, meta = lease.spec, lease.metadata
-    assert spec is not None and meta is not None, "the API server always sends both"
+def _time(value: object) -> dt.datetime | None:
+    """A Lease's MicroTime ("2026-12-02T00:00:00.123456Z"); None when unset or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+def _micro(stamp: dt.datetime) -> str:
+    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _record(lease: dict[str, Any]) -> LeaseRecord:
+    spec, meta = lease.get("spec") or {}, lease.get("metadata") or {}
     return LeaseRecord(
-        holder=spec.holder_identity,
-        duration_seconds=spec.lease_duration_seconds or 0,
-        renew_time=spec.renew_time,
-        acquire_time=spec.acquire_time,
-        transitions=spec.lease_transitions or 0,
-        resource_version=meta.resource_version,
+        holder=spec.get("holderIdentity"),
+        duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+        renew_time=_time(spec.get("renewTime")),
+        acquire_time=_time(spec.get("acquireTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        resource_version=meta.get("resourceVersion"),
     )
 
 
 class LeaseClient:
-    """Acquire or renew one Lease."""
+    """Acquire or renew one Lease, over the asynchronous client (no worker thread: a renewal
+    never waits behind other calls for a thread)."""
 
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str) -> None:
-        self.coord = kubernetes.client.CoordinationV1Api(api)
+        self.http = aio.Session(api)
         self.namespace = namespace
         self.name = name
+        self.path = aio.object_path("coordination.k8s.io", "v1", "leases", name, namespace)
         self.seen: LeaseRecord | None = None
         """The Lease as the last `try_hold` read it, before writing: another's while they
         hold it, the previous holder's right after a take-over, ours while renewing."""
 
     async def get(self) -> LeaseRecord | None:
         try:
-            lease = await client.call(self.coord.read_namespaced_lease, self.name, self.namespace)
+            return _record(await self.http.call("GET", self.path))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        return _record(lease)
 
     async def try_hold(
         self, me: str, duration_seconds: int, now: dt.datetime | None = None
@@ -78,29 +94,23 @@ class LeaseClient:
         if not decide(current, me, now):
             return None
         mine = current is not None and current.holder == me
-        spec = kubernetes.client.V1LeaseSpec(
-            holder_identity=me,
-            lease_duration_seconds=duration_seconds,
-            renew_time=now,
-            acquire_time=current.acquire_time if mine and current else now,
-            lease_transitions=(current.transitions if current else 0) + (0 if mine else 1),
-        )
-        meta = kubernetes.client.V1ObjectMeta(name=self.name, namespace=self.namespace)
+        acquired = current.acquire_time if mine and current and current.acquire_time else now
+        spec = {
+            "holderIdentity": me,
+            "leaseDurationSeconds": duration_seconds,
+            "renewTime": _micro(now),
+            "acquireTime": _micro(acquired),
+            "leaseTransitions": (current.transitions if current else 0) + (0 if mine else 1),
+        }
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta}
         try:
             if current is None:
-                lease = await client.call(
-                    self.coord.create_namespaced_lease,
-                    self.namespace,
-                    kubernetes.client.V1Lease(metadata=meta, spec=spec),
-                )
+                collection = self.path.rsplit("/", 1)[0]
+                lease = await self.http.call("POST", collection, body={**body, "spec": spec})
             else:
-                meta.resource_version = current.resource_version
-                lease = await client.call(
-                    self.coord.replace_namespaced_lease,
-                    self.name,
-                    self.namespace,
-                    kubernetes.client.V1Lease(metadata=meta, spec=spec),
-                )
+                meta["resourceVersion"] = current.resource_version
+                lease = await self.http.call("PUT", self.path, body={**body, "spec": spec})
         except ApiException as e:
             if e.status in (409, 422):
                 return None  # another replica wrote first
@@ -117,7 +127,10 @@ class LeaseClient:
             "spec": {"holderIdentity": None, "renewTime": None},
         }
         try:
-            await client.call(self.coord.patch_namespaced_lease, self.name, self.namespace, body)
+            await self.http.call("PATCH", self.path, body=body, content_type=aio.MERGE_PATCH)
         except ApiException as e:
             if e.status not in (404, 409):
                 raise
+
+    async def close(self) -> None:
+        await self.http.close()
