@@ -140,6 +140,13 @@ class Reflector:
         finally:
             self._hurry -= 1
 
+    async def listed(self) -> None:
+        """Return once the first list is delivered, however long it takes (100,000 objects
+        take a while): catching up to a version makes sense only from there."""
+        while self.lists == 0:
+            self._moved.clear()
+            await self._moved.wait()
+
     async def relist(self) -> None:
         """List again now (the watch open is ended), and return once that list is delivered:
         objects that vanished meanwhile come as DELETED, the others as ADDED."""

@@ -325,6 +325,9 @@ class Controller:
         started = time.monotonic()
         barrier = await self.http.call("GET", watch.path, params={"labelSelector": NOTHING})
         version = (barrier.get("metadata") or {}).get("resourceVersion") or ""
+        # A replica that leads as soon as it starts is still listing: the list, then the
+        # watch from its version, brings it to the barrier; listing again would not.
+        await watch.listed()
         if await watch.reach(version, CATCH_UP_SECONDS):
             how = "caught up"
         else:

@@ -114,6 +114,8 @@ class LeaderElector:
         self.clock = clock
         self._renewed_at: float | None = None
         self._prepared: LeaseRecord | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._failed = False
         self.took_over: LeaseRecord | None = None
         """The previous holder's record, as read just before this replica took the lease."""
         self.leading_changed = asyncio.Event()
@@ -142,17 +144,31 @@ class LeaderElector:
                     self.took_over = self.leases.seen
                 self._renewed_at = started
             leader = self.is_leader()
+            if self._failed:  # the take-over failed: step down now, take over again next
+                self._failed, leader = False, False
             if leader and not was_leader:
                 log.info("became leader", extra={"identity": self.identity})
-                await self.on_started()
+                # Its own task: the lease is renewed while a new leader catches up, however
+                # long that takes, and a lost lease cancels the catching up.
+                self._starting = asyncio.create_task(self._start())
             elif was_leader and not leader:
                 log.warning("lost leadership", extra={"identity": self.identity})
                 self._renewed_at = None
+                if self._starting is not None and not self._starting.done():
+                    self._starting.cancel()
                 self.on_stopped()
             if leader != was_leader:
                 self.leading_changed.set()
             was_leader = leader
             await asyncio.sleep(self.config.retry_period if leader else self._standby())
+
+    async def _start(self) -> None:
+        try:
+            await self.on_started()
+        except Exception:
+            # Not leading after all: the next round finds it deposed, steps down, tries again.
+            log.exception("taking over failed; stepping down")
+            self._failed = True
 
     def _standby(self) -> float:
         seen = self.leases.seen
@@ -171,6 +187,8 @@ class LeaderElector:
         return plan.sleep
 
     async def release(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
         if self.is_leader():
             self._renewed_at = None
             self.on_stopped()

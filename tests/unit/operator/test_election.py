@@ -131,3 +131,65 @@ def test_a_standby_prepares_once_then_takes_the_lease_at_its_expiry() -> None:
     assert [holder for holder, _ in prepared] == ["old"]
     assert 2.5 <= prepared[0][1] < 3.0, prepared
     assert 3.0 <= started[0] < 3.0 + EXPIRY_SLACK + 0.5, started
+
+
+class CountingLeases(FakeLeases):
+    def __init__(self) -> None:
+        super().__init__(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1)  # long expired
+        self.tries = 0
+
+    async def try_hold(self, me: str, duration: int) -> LeaseRecord | None:
+        self.tries += 1
+        now = dt.datetime.now(dt.UTC)
+        self.seen = self.record
+        self.record = LeaseRecord(me, duration, now, now, 2, str(self.tries))
+        return self.record
+
+
+def test_the_lease_is_renewed_while_a_new_leader_catches_up() -> None:
+    config = ElectionConfig(lease_duration=3, renew_deadline=1.0, retry_period=0.1)
+    leases = CountingLeases()
+    during: list[int] = []
+
+    async def slow_takeover() -> None:  # 100,000 VMs to list, say
+        before = leases.tries
+        await asyncio.sleep(1.5)
+        during.append(leases.tries - before)
+
+    async def scenario() -> LeaderElector:
+        elector = LeaderElector(leases, "me", config, slow_takeover, lambda: None)  # type: ignore[arg-type]
+        task = asyncio.create_task(elector.run())
+        while not during:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return elector
+
+    elector = asyncio.run(scenario())
+    assert during[0] >= 5, f"renewed {during[0]} times in 1.5 s of catching up"
+    assert elector.is_leader(), "never deposed by its own take-over"
+
+
+def test_a_failed_takeover_steps_down_and_takes_over_again() -> None:
+    config = ElectionConfig(lease_duration=3, renew_deadline=1.0, retry_period=0.05)
+    calls: list[str] = []
+
+    async def takeover() -> None:
+        calls.append("start")
+        if calls.count("start") == 1:
+            raise RuntimeError("the API server went away mid-list")
+
+    async def scenario() -> None:
+        elector = LeaderElector(
+            CountingLeases(),  # type: ignore[arg-type]
+            "me",
+            config,
+            takeover,
+            lambda: calls.append("stopped"),
+        )
+        task = asyncio.create_task(elector.run())
+        while calls.count("start") < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert calls == ["start", "stopped", "start"]
