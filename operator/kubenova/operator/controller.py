@@ -522,6 +522,9 @@ class Controller:
                 log.info("bind of %s lost a race (%s); retrying", vm_key(vm), e.status)
                 return False
             raise
+        # The API answered: bound, whenever the watch shows it (under load it lags by tens of
+        # seconds, and the sweep of unconfirmed binds would read each such VM back).
+        self.world.cache.confirm(vm_key(vm))
         if constants.VM_FINALIZER not in vm.metadata.finalizers:
             await self._add_finalizer(vm, decision.host, updated["metadata"]["resourceVersion"])
         metrics.BIND_SECONDS.observe(time.perf_counter() - started)

@@ -142,6 +142,9 @@ class CapacityCache:
         self.pools: dict[str, PoolState] = {}
         self.flavors: dict[str, FlavorInfo] = {}
         self.allocations: dict[str, Allocation] = {}
+        self._assumed: set[str] = set()
+        """Keys of the allocations still assumed (not slots): what the sweep of unconfirmed
+        binds visits, so it costs the binds in flight, not every VM."""
         self.groups: dict[tuple[str, str], dict[int, int]] = {}
         """(namespace, group) → host id → how many of its VMs are there."""
         self.image_hosts: dict[str, int] = {}
@@ -283,6 +286,7 @@ class CapacityCache:
         a = self.allocations.get(vm.key)
         if a is not None and not a.slot and a.host == host:
             a.assumed = False
+            self._assumed.discard(a.key)
             return a
         e = self._host(host, vm.key)
         taken = self._take_gpus(e, vm, gpus)
@@ -345,6 +349,7 @@ class CapacityCache:
         if a is None or a.slot:
             return False
         a.assumed = False
+        self._assumed.discard(key)
         return True
 
     def forget(self, key: str) -> bool:
@@ -357,11 +362,7 @@ class CapacityCache:
 
     def expired_assumptions(self, now: float, ttl: float) -> list[str]:
         """Assumptions older than `ttl` whose bind the informer never reported."""
-        return sorted(
-            k
-            for k, a in self.allocations.items()
-            if a.assumed and not a.slot and now - a.assumed_at > ttl
-        )
+        return sorted(k for k in self._assumed if now - self.allocations[k].assumed_at > ttl)
 
     # -- reservation slots ---------------------------------------------------------------
 
@@ -459,6 +460,8 @@ class CapacityCache:
     def _add(self, e: HostEntry, a: Allocation) -> None:
         self._unorder(e)
         self.allocations[a.key] = a
+        if a.assumed and not a.slot:
+            self._assumed.add(a.key)
         e.allocations.add(a.key)
         e.used_cpu += a.size.vcpus
         e.used_mem += a.size.memory_mib
@@ -472,6 +475,7 @@ class CapacityCache:
         e = self.hosts[a.host]
         self._unorder(e)
         del self.allocations[a.key]
+        self._assumed.discard(a.key)
         e.allocations.discard(a.key)
         e.used_cpu -= a.size.vcpus
         e.used_mem -= a.size.memory_mib

@@ -63,3 +63,15 @@ class TestUncertainAssumptions:
         assert cache.expired_assumptions(now=45.0, ttl=30.0) == ["team/a"]
         cache.add_vm(make_vm("a", size=BIG), "h1")
         assert cache.expired_assumptions(now=100.0, ttl=30.0) == ["team/b"]
+
+    def test_the_sweep_visits_only_what_is_still_assumed(self) -> None:
+        cache = cache_with("h1", "h2")
+        for i in range(50):  # bound VMs, as a takeover's list delivers them
+            cache.add_vm(make_vm(f"bound-{i}"), "h1")
+        for name in ("answered", "failed", "removed", "open"):
+            cache.assume(make_vm(name), "h2", now=1.0)
+        cache.confirm("team/answered")  # the API answered the bind
+        cache.forget("team/failed")
+        cache.remove_vm("team/removed")
+        assert cache._assumed == {"team/open"}
+        assert cache.expired_assumptions(now=100.0, ttl=30.0) == ["team/open"]
