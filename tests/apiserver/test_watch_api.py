@@ -108,6 +108,33 @@ def test_a_watch_reaches_a_consistent_read_without_listing_again(
     asyncio.run(scenario())
 
 
+def test_a_barrier_asked_for_while_the_first_watch_opens_is_reached_by_a_short_watch(
+    kn: Cluster, api: Any, namespace: str, test_cluster: LocalCluster
+) -> None:
+    """A replica that leads as soon as it starts asks for its barrier right after the first
+    list, while the long watch is still being opened."""
+    kn.vm("listed", kn.flavor(f"{namespace}-f"), kn.pool(f"{namespace}-p"))
+
+    async def scenario() -> float:
+        session = aio.Session(api)
+        reflector = watch.Reflector(session, VMS, Seen(), name="vms", timeout=60)
+        async with running(reflector):
+            await reflector.listed()
+            # Nothing yields to the loop from here to reach(): the watch is not open yet.
+            # A write elsewhere moves the revision past the list's, and no VM changes: only a
+            # bookmark can show the watch got there, and the 60 s watch would bring its
+            # first one 58 s in.
+            test_cluster.kubectl("create", "configmap", "later", "-n", namespace)
+            want = str(int(reflector.resource_version or 0) + 1)
+            started = asyncio.get_running_loop().time()
+            assert await reflector.reach(want, timeout=20)
+            assert reflector.lists == 1
+            return asyncio.get_running_loop().time() - started
+
+    took = asyncio.run(scenario())
+    assert took < 10, f"reached in {took:.1f} s"
+
+
 def test_a_watch_from_a_version_gone_from_the_api_server_lists_again(
     kn: Cluster, api: Any, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -210,6 +210,8 @@ class Reflector:
             timeout=aiohttp.ClientTimeout(total=timeout + 15, sock_connect=10),
         ) as resp:
             await raise_for(resp)
+            if self._hurry and timeout != HURRY_TIMEOUT:
+                return  # `reach` began while this watch was opening: open a short one instead
             buffer = bytearray()
             self._stream = resp
             try:
