@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
@@ -94,6 +95,17 @@ class FakeLeases:
         return None
 
 
+async def run_until(elector: LeaderElector, done: Callable[[], bool]) -> None:
+    """Run `elector` until `done()`, then stop it."""
+    task = asyncio.create_task(elector.run())
+    try:
+        while not done():
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_a_standby_prepares_once_then_takes_the_lease_at_its_expiry() -> None:
     # retried every 2 s, a standby polling alone would take a lease that runs out at 3 s at 4 s
     config = ElectionConfig(lease_duration=3, renew_deadline=2.5, retry_period=2.0)
@@ -118,10 +130,7 @@ def test_a_standby_prepares_once_then_takes_the_lease_at_its_expiry() -> None:
             on_expiring=lambda r: prepared.append((r.holder, since())),
             prepare_ahead=1.0,
         )
-        task = asyncio.create_task(elector.run())
-        while not started:
-            await asyncio.sleep(0.01)
-        task.cancel()
+        await run_until(elector, lambda: bool(started))
         return elector
 
     elector = asyncio.run(scenario())
@@ -158,10 +167,7 @@ def test_the_lease_is_renewed_while_a_new_leader_catches_up() -> None:
 
     async def scenario() -> LeaderElector:
         elector = LeaderElector(leases, "me", config, slow_takeover, lambda: None)  # type: ignore[arg-type]
-        task = asyncio.create_task(elector.run())
-        while not during:
-            await asyncio.sleep(0.01)
-        task.cancel()
+        await run_until(elector, lambda: bool(during))
         return elector
 
     elector = asyncio.run(scenario())
@@ -186,10 +192,7 @@ def test_a_failed_takeover_steps_down_and_takes_over_again() -> None:
             takeover,
             lambda: calls.append("stopped"),
         )
-        task = asyncio.create_task(elector.run())
-        while calls.count("start") < 2:
-            await asyncio.sleep(0.01)
-        task.cancel()
+        await run_until(elector, lambda: calls.count("start") >= 2)
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
     assert calls == ["start", "stopped", "start"]
