@@ -94,34 +94,45 @@ class EventRecorder:
             finally:
                 self.queue.task_done()
 
-    def body(self, ev: _Event, now: dt.datetime) -> dict[str, Any]:
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        namespace = ev.ref.namespace or "default"
-        involved = {
-            "apiVersion": ev.ref.api_version,
-            "kind": ev.ref.kind,
-            "name": ev.ref.name,
-            "namespace": ev.ref.namespace,
-            "uid": ev.ref.uid,
-        }
-        return {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{ev.ref.name}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
-            "involvedObject": {k: v for k, v in involved.items() if v is not None},
-            "type": ev.type,
-            "reason": ev.reason,
-            "message": ev.message,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "source": {"component": self.component},
-            "reportingComponent": self.component,
-            "reportingInstance": self.instance,
-            "action": ev.reason,
-        }
-
     async def _post(self, ev: _Event) -> None:
-        body = self.body(ev, dt.datetime.now(dt.UTC))
-        path = f"/api/v1/namespaces/{quote(body['metadata']['namespace'], safe='')}/events"
-        await self.session.call("POST", path, body=body)
+        body = event_body(ev.ref, ev.type, ev.reason, ev.message, {"component": self.component})
+        body.update(
+            reportingComponent=self.component, reportingInstance=self.instance, action=ev.reason
+        )
+        await post(self.session, body)
+
+
+def event_body(
+    ref: ObjectRef, type_: str, reason: str, message: str, source: dict[str, str]
+) -> dict[str, Any]:
+    """A core/v1 Event about `ref`, now, in its namespace (a cluster-scoped object's in
+    `default`, as a Node's are)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {
+        "apiVersion": ref.api_version,
+        "kind": ref.kind,
+        "name": ref.name,
+        "namespace": ref.namespace,
+        "uid": ref.uid,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{ref.name}.{uuid.uuid4().hex[:12]}",
+            "namespace": ref.namespace or "default",
+        },
+        "involvedObject": {k: v for k, v in involved.items() if v is not None},
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": source,
+    }
+
+
+async def post(session: aio.Session, body: dict[str, Any]) -> None:
+    namespace = quote(body["metadata"]["namespace"], safe="")
+    await session.call("POST", f"/api/v1/namespaces/{namespace}/events", body=body)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,14 +20,13 @@ from kubernetes.client.exceptions import ApiException
 
 from kubenova.api import constants
 from kubenova.api.flavor import Flavor
-from kubenova.kube import aio, watch
+from kubenova.kube import aio, events, watch
 from kubenova.node_agent import transfer
 
 log = logging.getLogger(__name__)
 
 RawObject = dict[str, Any]
 VM_PLURAL = "virtualmachines"
-HOST_EVENT_NAMESPACE = "default"
 
 
 def vm_key(obj: RawObject) -> str:
@@ -191,31 +188,10 @@ class KubeAPI:
     async def host_event(self, reason: str, message: str, kind: str = "Warning") -> None:
         """An event about this Host. The Host is cluster-scoped, so its events live in
         `default`, as a Node's do (the API server refuses any other namespace)."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{self.host}.{uuid.uuid4().hex[:12]}",
-                "namespace": HOST_EVENT_NAMESPACE,
-            },
-            "involvedObject": {
-                "apiVersion": constants.API_VERSION,
-                "kind": "Host",
-                "name": self.host,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": "kubenova-agent", "host": self.host},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        ref = events.ObjectRef(constants.API_VERSION, "Host", self.host, None, None)
+        source = {"component": "kubenova-agent", "host": self.host}
         try:
-            await self.http.call(
-                "POST", f"/api/v1/namespaces/{HOST_EVENT_NAMESPACE}/events", body=body
-            )
+            await events.post(self.http, events.event_body(ref, kind, reason, message, source))
         except ApiException as e:  # events are best effort
             log.warning("could not record event %s: %s", reason, e.reason)
 
