@@ -220,6 +220,17 @@ def test_upgrade_to_a_changed_value_rolls_the_pods_and_keeps_every_vm(
     vms = wait_for("the VMs Running after the roll", lambda: _running(nc), 120, 1)
     after = {n: (v["metadata"]["uid"], v["status"]["host"]) for n, v in vms.items()}
     assert after == before, "a VM was re-created or moved by the upgrade"
+    # Once every old replica has exited (not only been marked for deletion), each gave the
+    # Lease up on its way out: none is left holding it for a lease duration, not even a
+    # standby that took it as it shut down.
+    rolled_uids = before_pods - {p["metadata"]["uid"] for p in pods if _component(p) == "console"}
+
+    def exited() -> bool:
+        return not {p["metadata"]["uid"] for p in nc.get("pods", "-n", NS)["items"]} & rolled_uids
+
+    wait_for("the old pods exited", exited, 120, 1)
+    operators = {p["metadata"]["name"] for p in _pods(nc) if _component(p) == "operator"}
+    assert _leader(nc) in operators | {""}, "the Lease names a replica the roll removed"
 
 
 def test_deleting_the_leader_pod_hands_over_to_another(release: NodeCluster) -> None:

@@ -258,6 +258,7 @@ class Controller:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.close()
+        await self.elector.leases.close()
 
     async def _takeover(self) -> None:
         """Before the first decision, the caches must be the API's as of now, as kube-scheduler

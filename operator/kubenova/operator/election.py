@@ -15,6 +15,7 @@ same `ElectionConfig` (one Deployment), as client-go's callers are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -119,6 +120,8 @@ class LeaderElector:
         self.took_over: LeaseRecord | None = None
         """The previous holder's record, as read just before this replica took the lease."""
         self.leading_changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
 
     def is_leader(self) -> bool:
         """True only while the last successful renewal is within the renew deadline."""
@@ -128,8 +131,9 @@ class LeaderElector:
         )
 
     async def run(self) -> None:
+        self._running = asyncio.current_task()
         was_leader = False
-        while True:
+        while not self._stopping.is_set():
             started = self.clock()
             try:
                 record = await asyncio.wait_for(
@@ -160,7 +164,9 @@ class LeaderElector:
             if leader != was_leader:
                 self.leading_changed.set()
             was_leader = leader
-            await asyncio.sleep(self.config.retry_period if leader else self._standby())
+            pause = self.config.retry_period if leader else self._standby()
+            with contextlib.suppress(TimeoutError):  # woken early only by `release`
+                await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _start(self) -> None:
         try:
@@ -187,9 +193,23 @@ class LeaderElector:
         return plan.sleep
 
     async def release(self) -> None:
+        """Stop trying, then give the lease up at shutdown so a standby takes over at once.
+
+        The loop is let finish its round first: a try in flight when the stop began may take
+        the lease on the API server after this replica stopped looking (a standby shut down
+        the moment the old leader released), and a cancelled request may still land. Only
+        once nothing is in flight is the Lease read and, if it names this replica, released.
+        """
+        self._stopping.set()
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
-        if self.is_leader():
+        running = self._running
+        if running is not None and not running.done():
+            # a try is bounded by `retry_period * 2` (its wait_for in `run`)
+            _, pending = await asyncio.wait({running}, timeout=self.config.retry_period * 2 + 1)
+            for task in pending:
+                task.cancel()
+        if self._renewed_at is not None:
             self._renewed_at = None
             self.on_stopped()
-            await self.leases.release(self.identity)
+        await self.leases.release(self.identity)  # a no-op unless the Lease names this replica

@@ -196,3 +196,44 @@ def test_a_failed_takeover_steps_down_and_takes_over_again() -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
     assert calls == ["start", "stopped", "start"]
+
+
+class SlowLeases(FakeLeases):
+    """A free Lease; each try takes 0.3 s on the API server and lands whatever the caller
+    does meanwhile, as a request already sent does."""
+
+    def __init__(self) -> None:
+        super().__init__(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1)  # long expired
+        self.trying = asyncio.Event()
+
+    async def try_hold(self, me: str, duration: int) -> LeaseRecord | None:
+        self.trying.set()
+        await asyncio.shield(asyncio.sleep(0.3))
+        return await super().try_hold(me, duration)
+
+    async def release(self, me: str) -> None:
+        if self.record.holder == me:
+            self.record = LeaseRecord(None, 1, None, None, 3, "3")
+
+
+def test_a_stop_during_a_try_that_takes_the_lease_still_releases_it() -> None:
+    # a standby shut down the moment the old leader released: its try lands after the stop
+    leases = SlowLeases()
+    stopped: list[str] = []
+
+    async def scenario() -> None:
+        elector = LeaderElector(
+            leases,  # type: ignore[arg-type]
+            "me",
+            CONFIG,
+            lambda: asyncio.sleep(0),
+            lambda: stopped.append("stopped"),
+        )
+        task = asyncio.create_task(elector.run())
+        await leases.trying.wait()
+        await elector.release()
+        assert task.done(), "the election loop still runs after release"
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert leases.record.holder is None, f"the Lease is left to {leases.record.holder}"
+    assert stopped == ["stopped"]
