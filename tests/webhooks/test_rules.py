@@ -101,6 +101,33 @@ class TestDefaults:
         assert vm["spec"]["pool"] == pool
 
 
+    def test_a_new_vm_has_no_managed_fields_and_later_writes_add_none_until_an_apply(
+        self, test_cluster: LocalCluster, wh_namespace: str, flavor: str
+    ) -> None:
+        ns = wh_namespace
+        code, err = _apply(test_cluster, _vm("lean", ns, flavor))
+        assert code == 0, err
+
+        def managers() -> list[str]:
+            vm = test_cluster.get("vm", "lean", "-n", ns, "--show-managed-fields")
+            return [m["manager"] for m in vm["metadata"].get("managedFields") or []]
+
+        assert managers() == []
+        # a status write (the operator's bind, an agent's report) and a user's patch: the API
+        # server tracks no fields of an object that has none
+        test_cluster.kubectl("patch", "vm", "lean", "-n", ns, "--subresource=status",
+                             "--type=merge", "-p", '{"status": {"reason": "waiting"}}')  # fmt: skip
+        test_cluster.kubectl("label", "vm", "lean", "-n", ns, "team=a")
+        assert managers() == []
+        # a server-side apply still works, and is tracked from then on
+        doc = _vm("lean", ns, flavor)
+        doc["metadata"]["labels"] = {"team": "b"}  # type: ignore[index]
+        test_cluster.kubectl("apply", "--server-side", "--field-manager=alice",
+                             "--force-conflicts", "-f", "-", input=yaml.safe_dump(doc))  # fmt: skip
+        assert "alice" in managers()
+        assert test_cluster.get("vm", "lean", "-n", ns)["metadata"]["labels"] == {"team": "b"}
+
+
 class TestReferences:
     def test_a_vm_naming_a_missing_flavor_is_denied_naming_the_field(
         self, test_cluster: LocalCluster, wh_namespace: str, flavor: str

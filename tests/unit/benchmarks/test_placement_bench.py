@@ -240,3 +240,18 @@ def test_a_pods_binding_time_is_its_scheduled_condition() -> None:
         },
     }
     assert pb.last_write_time(pod) == NOW.replace(minute=2, second=3, microsecond=0).timestamp()
+
+
+def test_a_vm_without_managed_fields_is_timed_by_its_latest_history_entry() -> None:
+    vm = {
+        "metadata": {"name": "o-1"},
+        "status": {
+            "host": "h-1",
+            "history": [
+                {"action": "Created", "time": "2026-12-01T12:00:00Z"},
+                {"action": "Scheduled", "time": "2026-12-01T12:00:09.250000Z"},
+            ],
+        },
+    }
+    assert pb.last_write_time(vm) == NOW.replace(second=9, microsecond=250000).timestamp()
+    assert pb.last_write_time({"status": {"history": [{"time": "not a time"}]}}) is None

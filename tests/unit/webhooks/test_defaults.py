@@ -93,6 +93,15 @@ class TestVMDefaults:
         assert arithmetic.parse_charge(annotations[constants.ANNOTATION_QUOTA_CHARGED]) == d.charge
         assert out["metadata"]["finalizers"] == [constants.VM_FINALIZER, constants.QUOTA_FINALIZER]
 
+    def test_the_managed_fields_the_api_server_gave_at_create_are_removed(self) -> None:
+        raw = raw_vm()
+        raw["metadata"]["managedFields"] = [
+            {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1"}
+        ]
+        d = defaults.vm_defaults(make_vm(), make_flavor(), [make_pool()])
+        patch = jsonpatch.diff(raw, defaults.apply_vm_defaults(raw, d, "t"))
+        assert {"op": "remove", "path": "/metadata/managedFields"} in patch
+
     def test_applying_the_defaults_twice_changes_nothing_more(self) -> None:
         d = defaults.vm_defaults(make_vm(), make_flavor(), [make_pool()])
         once = defaults.apply_vm_defaults(raw_vm(), d, "t")
