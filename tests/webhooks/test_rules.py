@@ -100,7 +100,6 @@ class TestDefaults:
         assert vm["metadata"]["annotations"][constants.ANNOTATION_TRACE_ID] == "from-the-user"
         assert vm["spec"]["pool"] == pool
 
-
     def test_a_new_vm_has_no_managed_fields_and_later_writes_add_none_until_an_apply(
         self, test_cluster: LocalCluster, wh_namespace: str, flavor: str
     ) -> None:
