@@ -1313,13 +1313,19 @@ class KubenovaSide(Side):
         return self._operator()
 
     async def _leader(self, api: Api) -> str | None:
+        return (await self._lease(api))[0]
+
+    async def _lease(self, api: Api) -> tuple[str | None, float | None]:
+        """The operator Lease's holder and acquireTime (Unix time)."""
         code, data = await self.api_call(
             api, f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NS}/leases/kubenova-operator"
         )
         if code != 200:
-            return None
-        holder: str | None = (json.loads(data).get("spec") or {}).get("holderIdentity")
-        return holder
+            return None, None
+        spec = json.loads(data).get("spec") or {}
+        acquired = spec.get("acquireTime")
+        at = dt.datetime.fromisoformat(acquired).timestamp() if acquired else None
+        return spec.get("holderIdentity"), at
 
     @staticmethod
     async def api_call(api: Api, path: str) -> tuple[int, bytes]:
@@ -1339,21 +1345,22 @@ class KubenovaSide(Side):
         state = f"settled after {warm:.1f} s" if warm else "still busy at the cap"
         self.say(f"warm standby {state}, {r.standby_peak_mib:.0f} MiB; killing leader {leader}")
         r.scheduler_peak_mib = max(r.scheduler_peak_mib, peak_mib(scheduler.pid))
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         Reaper.kill(scheduler)
         name = "takeover-canary"
         await api.create(self.object_path, vm_body(name, SIZES[0]))
         deadline = killed + 300
         while time.monotonic() < deadline and name not in watch.bound:
-            if r.takeover_lease_s != r.takeover_lease_s:  # NaN: not taken yet
-                holder = await self._leader(api)
-                if holder is not None and holder != leader:
-                    r.takeover_lease_s = time.monotonic() - killed
             await asyncio.sleep(0.1)
         if name in watch.bound:
             r.takeover_bind_s = watch.bound[name] - killed
         else:
             r.notes.append("takeover: the new VM was not bound within 300 s of the kill")
+        # When the Lease changed hands, by its own acquireTime (microseconds, the new leader's
+        # clock, which is this machine's): polling it raced the bind, which can follow at once.
+        holder, acquired = await self._lease(api)
+        if holder is not None and holder != leader and acquired is not None:
+            r.takeover_lease_s = acquired - killed_at
         r.standby_peak_mib = max(r.standby_peak_mib, peak_mib(standby.pid))
 
     def summarize_logs(self) -> None:
