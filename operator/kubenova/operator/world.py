@@ -571,7 +571,10 @@ class World:
         self.pools[name] = pool
         known = self.cache.pools.get(name)
         if known is not None and known.info == info:
-            return  # a status write (ours, every status sync), seen again: nothing changed
+            # A status write (ours, or someone's to put right): nothing for the scheduler, but
+            # its status is compared again on the next pass.
+            self.cache.changed_pools.add(name)
+            return
         self.cache.upsert_pool(info)
         self.scheduler.refill_reservations(name)
         self.queue.on_event(QueueEvent.POOL_CHANGED)

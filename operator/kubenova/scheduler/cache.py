@@ -154,6 +154,15 @@ class CapacityCache:
         self.over_commits = 0
         """VMs the informer reported bound to a host that had no room left for them: another
         scheduler's decision, or a bug; the operator logs each and exports the count."""
+        self.changed_pools: set[str] = set()
+        """Pools whose status may differ since `take_changed_pools`: a member host, one of
+        its allocations, the pool or a flavor changed (a heartbeat growing stale with time
+        is no change here: the caller refreshes every pool now and then as well)."""
+
+    def take_changed_pools(self) -> set[str]:
+        """The pools changed since the last call, and start counting afresh."""
+        changed, self.changed_pools = self.changed_pools, set()
+        return changed
 
     # -- hosts ---------------------------------------------------------------------------
 
@@ -245,6 +254,7 @@ class CapacityCache:
     # -- pools and flavors ---------------------------------------------------------------
 
     def upsert_pool(self, info: PoolInfo) -> None:
+        self.changed_pools.add(info.name)
         old = self.pools.get(info.name)
         members = self.labels.resolve(info.selector)
         affected = [self.by_id[i] for i in (old.members | members if old else members)]
@@ -273,10 +283,13 @@ class CapacityCache:
             self._order(e)
 
     def upsert_flavor(self, info: FlavorInfo) -> None:
+        if self.flavors.get(info.name) != info:
+            self.changed_pools.update(self.pools)  # what fits of it, in every pool
         self.flavors[info.name] = info
 
     def remove_flavor(self, name: str) -> None:
-        self.flavors.pop(name, None)
+        if self.flavors.pop(name, None) is not None:
+            self.changed_pools.update(self.pools)
 
     # -- VMs: informer events ------------------------------------------------------------
 
@@ -526,6 +539,7 @@ class CapacityCache:
         else:
             e.standing = Standing.PLAIN
         e.order_key = key = (max(e.free_mem, 0) << ID_BITS) | e.id
+        self.changed_pools.update(e.pools)
         for name in e.pools:
             p = self.pools[name]
             if e.standing is Standing.PLAIN:
@@ -541,6 +555,7 @@ class CapacityCache:
         key = e.order_key
         if key < 0:
             return
+        self.changed_pools.update(e.pools)  # also the pools a host is leaving
         for name in e.pools:
             p = self.pools[name]
             if e.standing is Standing.PLAIN:
