@@ -229,7 +229,8 @@ class Controller:
             return
         host = name.removeprefix(HOST_LEASE_PREFIX)
         if event_type == "DELETED":
-            self.world.leases.pop(host, None)
+            self.world.remove_lease(host, dt.datetime.now(dt.UTC))
+            self.wake.set()
             return
         spec = body.get("spec") or {}
         renewed = spec.get("renewTime")
@@ -615,14 +616,23 @@ class Controller:
         phases = self.world.phases()
         for phase in VMPhase:
             metrics.VMS.labels(phase.value).set(phases.get(phase.value, 0))
-        states: dict[str, int] = {p.value: 0 for p in HostPhase}
-        for name, host in list(self.world.hosts.items()):
+        # Only the hosts a Host or Lease event, or a Lease running out, may have changed.
+        checks = self.world.take_phase_checks()
+        for i, name in enumerate(checks):
+            host = self.world.hosts.get(name)
+            if host is None:
+                continue
             host_phase = self.world.host_phase(name, now)
-            states[host_phase.value] += 1
+            self.world.note_host_phase(name, host_phase)
             if host.status.phase is not host_phase:
-                await self._set_host_phase(host, host_phase, now)
-        for state, n in states.items():
-            metrics.HOSTS.labels(state).set(n)
+                try:
+                    await self._set_host_phase(host, host_phase, now)
+                except Exception:
+                    self.world.phase_checks.update(checks[i:])  # again on the next pass
+                    raise
+        by_phase = self.world.host_phase_counts()
+        for state in HostPhase:
+            metrics.HOSTS.labels(state.value).set(by_phase.get(state, 0))
         counts = self.world.flavor_counts()
         for name, flavor in list(self.world.flavors.items()):
             used = counts.get(name, 0)

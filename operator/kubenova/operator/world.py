@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import heapq
 import logging
 import random
 from collections import Counter
@@ -305,6 +306,15 @@ class World:
         second (28 % of the operator's CPU at 10,000 Hosts when it walked them all)."""
         self.attention: set[str] = set()
         """VMs `needs_metadata_write` says the metadata pass has work for."""
+        self._expiries: list[tuple[dt.datetime, str]] = []
+        """A heap of (when a Lease runs out, host), one entry per renewal seen: what
+        `expire_leases` pops, instead of asking every host each second. An entry whose Lease
+        was renewed since is stale and dropped when it comes due."""
+        self.phase_checks: set[str] = set()
+        """Hosts whose written phase may no longer be what their Lease says: a Host or Lease
+        event, or a Lease running out. The status pass compares only these."""
+        self._host_phases: dict[str, HostPhase] = {}
+        self._host_phase_counts: Counter[HostPhase] = Counter()
         self._uncounted = _Waiting()
         """VMs that could not be counted or queued for want of their flavor or host: what
         `recount_pending` retries when that one appears."""
@@ -480,6 +490,7 @@ class World:
         before = _placement_view(entry.info) if entry is not None else None
         pools_before = list(entry.pools) if entry is not None else []
         self.hosts[name] = host
+        self.phase_checks.add(name)  # its written phase may have changed, or be ours, seen
         if constants.ANNOTATION_DRAIN in host.metadata.annotations or any(
             c.type == constants.COND_DRAINED for c in host.status.conditions
         ):
@@ -503,6 +514,10 @@ class World:
     def remove_host(self, name: str) -> None:
         self.hosts.pop(name, None)
         self.draining.discard(name)
+        self.phase_checks.discard(name)
+        old = self._host_phases.pop(name, None)
+        if old is not None:
+            self._host_phase_counts[old] -= 1
         entry = self.cache.hosts.get(name)
         if entry is not None:
             pools = list(entry.pools)
@@ -520,23 +535,62 @@ class World:
     def upsert_lease(self, host: str, lease: HostLease, now: dt.datetime) -> None:
         old = self.leases.get(host)
         self.leases[host] = lease
-        if host in self.hosts:
-            was_fresh = old is not None and old.fresh(now)
-            self._refresh_host(host, now)
-            if was_fresh != lease.fresh(now):
-                self._refill_pools_of(host)  # slots leave a failed host, come back to a healed one
-                self.queue.on_event(QueueEvent.HOST_CHANGED)
+        if lease.renew_time is not None:
+            expiry = lease.renew_time + dt.timedelta(seconds=lease.duration_seconds)
+            heapq.heappush(self._expiries, (expiry, host))
+        if host not in self.hosts:
+            return
+        was_fresh = old is not None and old.fresh(now)
+        if was_fresh == lease.fresh(now):
+            # A renewal like every other (100/s at 10,000 hosts): only the heartbeat moves;
+            # nothing a filter, a pool's status or the written phase reads.
+            self.cache.heartbeat(host, self._heartbeat_at(host, now))
+            return
+        self._refresh_host(host, now)
+        self.phase_checks.add(host)
+        self._refill_pools_of(host)  # slots leave a failed host, come back to a healed one
+        self.queue.on_event(QueueEvent.HOST_CHANGED)
+
+    def remove_lease(self, host: str, now: dt.datetime) -> None:
+        if self.leases.pop(host, None) is not None:
+            heapq.heappush(self._expiries, (now, host))  # the host is not ready from now on
+            if host in self.hosts:
+                self.phase_checks.add(host)  # Unknown now, whatever it was
 
     def expire_leases(self, now: dt.datetime) -> list[str]:
-        """Hosts whose Lease ran out since they were last refreshed; they take no new VMs."""
-        expired = []
-        for name, entry in self.cache.hosts.items():
-            if entry.info.ready and self.host_phase(name, now) is not HostPhase.READY:
+        """Hosts whose Lease ran out since they were last refreshed; they take no new VMs.
+        O(log n) per Lease come due, not a question to every host."""
+        expired: list[str] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, name = heapq.heappop(self._expiries)
+            entry = self.cache.hosts.get(name)
+            if entry is None or not entry.info.ready or name in expired:
+                continue
+            if self.host_phase(name, now) is not HostPhase.READY:
                 expired.append(name)
         for name in expired:
             self._refresh_host(name, now)
+            self.phase_checks.add(name)
             self._refill_pools_of(name)  # its reservation slots move to healthy hosts
         return expired
+
+    def take_phase_checks(self) -> list[str]:
+        """The hosts whose phase to compare with the written one, and forget them."""
+        names, self.phase_checks = sorted(self.phase_checks), set()
+        return names
+
+    def note_host_phase(self, name: str, phase: HostPhase) -> None:
+        """What the status pass found a host's phase to be, for the per-phase counts."""
+        old = self._host_phases.get(name)
+        if old is phase:
+            return
+        if old is not None:
+            self._host_phase_counts[old] -= 1
+        self._host_phases[name] = phase
+        self._host_phase_counts[phase] += 1
+
+    def host_phase_counts(self) -> Counter[HostPhase]:
+        return +self._host_phase_counts
 
     def _heartbeat_at(self, host: str, now: dt.datetime) -> float:
         """The lease's renew time on the scheduler's clock."""

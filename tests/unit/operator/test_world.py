@@ -363,3 +363,59 @@ def test_the_drain_pass_visits_only_drained_hosts_and_those_with_a_condition_to_
     w.upsert_host(drained, NOW)
     w.remove_host("h7")
     assert w.draining == set()
+
+
+def test_a_renewal_moves_only_the_heartbeat() -> None:
+    w = _world(_host("h1"))
+    w.cache.take_changed_pools()
+    w.take_phase_checks()
+    at = NOW + dt.timedelta(seconds=10)
+    w.upsert_lease("h1", HostLease(at, 40), at)
+    assert w.cache.take_changed_pools() == set(), "no pool's status to compute again"
+    assert w.take_phase_checks() == [], "no written phase to compare"
+    assert w.cache.hosts["h1"].heartbeat_at == w.clock(), "the heartbeat moved"
+
+
+def test_only_the_leases_come_due_are_looked_at() -> None:
+    hosts = [_host(f"h{i}") for i in range(50)]
+    w = _world(*hosts)
+    asked: list[str] = []
+    phase = w.host_phase
+
+    def counting(name: str, now: dt.datetime) -> HostPhase:
+        asked.append(name)
+        return phase(name, now)
+
+    w.host_phase = counting  # type: ignore[method-assign]
+    w.upsert_lease("h7", HostLease(NOW - dt.timedelta(seconds=30), 40), NOW)
+    assert w.expire_leases(NOW + dt.timedelta(seconds=5)) == []
+    assert asked == [], "nothing came due"
+    # h7's older renewal (due at +10 s) comes due; renewed since, it is not expired
+    w.upsert_lease("h7", HostLease(NOW + dt.timedelta(seconds=5), 40), NOW)
+    assert w.expire_leases(NOW + dt.timedelta(seconds=20)) == []
+    assert asked == ["h7"]
+    asked.clear()
+    w.take_phase_checks()
+    expired = w.expire_leases(NOW + dt.timedelta(seconds=41))
+    assert sorted(expired) == sorted(f"h{i}" for i in range(50) if i != 7)
+    # each entry come due once (h7's from before its renewal too), then each expired host's
+    # refresh
+    assert len(asked) == 50 + 49
+    assert w.take_phase_checks() == sorted(f"h{i}" for i in range(50) if i != 7)
+
+
+def test_the_phase_checks_and_counts_follow_hosts_and_leases() -> None:
+    w = _world(_host("h1"), _host("h2"))
+    assert w.take_phase_checks() == ["h1", "h2"], "new hosts"
+    for name in ("h1", "h2"):
+        w.note_host_phase(name, w.host_phase(name, NOW))
+    assert w.host_phase_counts() == {HostPhase.READY: 2}
+    w.remove_lease("h2", NOW)
+    assert w.take_phase_checks() == ["h2"]
+    w.note_host_phase("h2", w.host_phase("h2", NOW))
+    assert w.host_phase_counts() == {HostPhase.READY: 1, HostPhase.UNKNOWN: 1}
+    assert w.expire_leases(NOW) == ["h2"], "not ready from the deletion on"
+    w.remove_host("h1")
+    assert w.host_phase_counts() == {HostPhase.UNKNOWN: 1}
+    w.upsert_host(_host("h2", cpus=8), NOW)  # a Host event: its written phase may differ
+    assert w.take_phase_checks() == ["h2"]
