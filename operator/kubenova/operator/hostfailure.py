@@ -104,12 +104,14 @@ class HostFailureController:
     async def sync(self) -> None:
         now = dt.datetime.now(dt.UTC)
         world = self.ctx.world
-        for name, host in list(world.hosts.items()):
-            phase = world.host_phase(name, now)
-            if phase is HostPhase.READY:
+        for name in list(self._waiting):
+            if world.host_phase(name, now) is HostPhase.READY:
                 self._waiting.discard(name)
-                continue
-            if phase is not HostPhase.NOT_READY:
+        # The hosts the status pass found NotReady (it compares only those a Host or Lease
+        # event or an expiry touched): not every host each pass.
+        for name in world.hosts_found(HostPhase.NOT_READY):
+            host = world.hosts.get(name)
+            if host is None or world.host_phase(name, now) is not HostPhase.NOT_READY:
                 continue
             try:
                 await self._lost(name, host, now)

@@ -314,7 +314,8 @@ class World:
         """Hosts whose written phase may no longer be what their Lease says: a Host or Lease
         event, or a Lease running out. The status pass compares only these."""
         self._host_phases: dict[str, HostPhase] = {}
-        self._host_phase_counts: Counter[HostPhase] = Counter()
+        self._in_phase: dict[HostPhase, set[str]] = {p: set() for p in HostPhase}
+        """The hosts the status pass last found in each phase."""
         self._uncounted = _Waiting()
         """VMs that could not be counted or queued for want of their flavor or host: what
         `recount_pending` retries when that one appears."""
@@ -517,7 +518,7 @@ class World:
         self.phase_checks.discard(name)
         old = self._host_phases.pop(name, None)
         if old is not None:
-            self._host_phase_counts[old] -= 1
+            self._in_phase[old].discard(name)
         entry = self.cache.hosts.get(name)
         if entry is not None:
             pools = list(entry.pools)
@@ -582,15 +583,17 @@ class World:
     def note_host_phase(self, name: str, phase: HostPhase) -> None:
         """What the status pass found a host's phase to be, for the per-phase counts."""
         old = self._host_phases.get(name)
-        if old is phase:
-            return
         if old is not None:
-            self._host_phase_counts[old] -= 1
+            self._in_phase[old].discard(name)
         self._host_phases[name] = phase
-        self._host_phase_counts[phase] += 1
+        self._in_phase[phase].add(name)
 
     def host_phase_counts(self) -> Counter[HostPhase]:
-        return +self._host_phase_counts
+        return Counter({p: len(names) for p, names in self._in_phase.items() if names})
+
+    def hosts_found(self, phase: HostPhase) -> list[str]:
+        """The hosts the status pass last found in `phase`, in name order."""
+        return sorted(self._in_phase[phase])
 
     def _heartbeat_at(self, host: str, now: dt.datetime) -> float:
         """The lease's renew time on the scheduler's clock."""
