@@ -537,8 +537,7 @@ class World:
         old = self.leases.get(host)
         self.leases[host] = lease
         if lease.renew_time is not None:
-            expiry = lease.renew_time + dt.timedelta(seconds=lease.duration_seconds)
-            heapq.heappush(self._expiries, (expiry, host))
+            self._push_expiry(lease.renew_time + dt.timedelta(seconds=lease.duration_seconds), host)
         if host not in self.hosts:
             return
         was_fresh = old is not None and old.fresh(now)
@@ -554,9 +553,24 @@ class World:
 
     def remove_lease(self, host: str, now: dt.datetime) -> None:
         if self.leases.pop(host, None) is not None:
-            heapq.heappush(self._expiries, (now, host))  # the host is not ready from now on
+            self._push_expiry(now, host)  # the host is not ready from now on
             if host in self.hosts:
                 self.phase_checks.add(host)  # Unknown now, whatever it was
+
+    def _push_expiry(self, at: dt.datetime, host: str) -> None:
+        heapq.heappush(self._expiries, (at, host))
+        if len(self._expiries) > 2 * len(self.leases) + 1024:
+            # Only the leader's status pass pops (a standby sees every renewal and expires
+            # nothing), so the stale entries are dropped here: one entry per Lease as it now
+            # is, and those of deleted Leases, still to come due.
+            kept = [e for e in self._expiries if e[1] not in self.leases]
+            kept += [
+                (lease.renew_time + dt.timedelta(seconds=lease.duration_seconds), name)
+                for name, lease in self.leases.items()
+                if lease.renew_time is not None
+            ]
+            heapq.heapify(kept)
+            self._expiries = kept
 
     def expire_leases(self, now: dt.datetime) -> list[str]:
         """Hosts whose Lease ran out since they were last refreshed; they take no new VMs.

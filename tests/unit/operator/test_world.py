@@ -419,3 +419,18 @@ def test_the_phase_checks_and_counts_follow_hosts_and_leases() -> None:
     assert w.host_phase_counts() == {HostPhase.UNKNOWN: 1}
     w.upsert_host(_host("h2", cpus=8), NOW)  # a Host event: its written phase may differ
     assert w.take_phase_checks() == ["h2"]
+
+
+def test_a_standby_that_never_expires_keeps_the_expiry_heap_bounded() -> None:
+    w = _world(*(_host(f"h{i}") for i in range(20)))
+    w.remove_lease("h3", NOW)  # deleted: must still come due after any compaction
+    for k in range(1, 500):  # renewals seen, none popped (no status pass on a standby)
+        at = NOW + dt.timedelta(seconds=k)
+        for i in range(20):
+            if i != 3:
+                w.upsert_lease(f"h{i}", HostLease(at, 40), at)
+    assert len(w._expiries) <= 2 * len(w.leases) + 1024 + 1
+    last = NOW + dt.timedelta(seconds=499)
+    assert w.expire_leases(last) == ["h3"], "the deleted Lease's host, and only it"
+    gone = last + dt.timedelta(seconds=41)
+    assert sorted(w.expire_leases(gone)) == sorted(f"h{i}" for i in range(20) if i != 3)
