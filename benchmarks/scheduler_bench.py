@@ -326,7 +326,7 @@ def run(
     print(f"filled to {100 * used / total:.0f}% of memory")
 
     t0 = time.perf_counter()
-    st = status.pool_status(c, "general", now, 40.0)
+    st = status.pool_status(c, "general", now)
     assert st is not None
     print(
         f"pool status (general, {len(FLAVORS)} flavors): {ms(time.perf_counter() - t0)}; "

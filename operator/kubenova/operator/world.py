@@ -529,7 +529,10 @@ class World:
     def _refresh_host(self, name: str, now: dt.datetime) -> None:
         """The Lease, not the Host's written phase, says whether a host is ready: the phase is
         only our own report of the Lease, and may lag it."""
-        info = adapt.host(self.hosts[name], self._heartbeat_at(name, now))
+        lease = self.leases.get(name)
+        # Stale after the Lease's own duration, as `ready` is (with no Lease: stale already).
+        max_age = lease.duration_seconds if lease is not None else 0.0
+        info = adapt.host(self.hosts[name], self._heartbeat_at(name, now), max_age)
         ready = self.host_phase(name, now) is HostPhase.READY
         self.cache.upsert_host(dataclasses.replace(info, ready=ready))
 
@@ -541,7 +544,8 @@ class World:
         if host not in self.hosts:
             return
         was_fresh = old is not None and old.fresh(now)
-        if was_fresh == lease.fresh(now):
+        same = old is not None and old.duration_seconds == lease.duration_seconds
+        if same and was_fresh == lease.fresh(now):
             # A renewal like every other (100/s at 10,000 hosts): only the heartbeat moves;
             # nothing a filter, a pool's status or the written phase reads.
             self.cache.heartbeat(host, self._heartbeat_at(host, now))
@@ -669,9 +673,7 @@ class World:
         return +self._flavors
 
     def pool_status(self, name: str) -> status.PoolStatus | None:
-        return status.pool_status(
-            self.cache, name, self.clock(), self.scheduler.config.heartbeat_max_age
-        )
+        return status.pool_status(self.cache, name, self.clock())
 
     def phases(self) -> Counter[str]:
         return +self._phases

@@ -33,8 +33,9 @@ def selector(s: api_meta.LabelSelector) -> model.Selector:
     )
 
 
-def host(h: Host, heartbeat_at: float) -> model.HostInfo:
-    """`heartbeat_at`: the clock time of the host's last Lease renewal the operator saw."""
+def host(h: Host, heartbeat_at: float, heartbeat_max_age: float = 40.0) -> model.HostInfo:
+    """`heartbeat_at`: the clock time of the host's last Lease renewal the operator saw;
+    `heartbeat_max_age`: the Lease's duration."""
     labels = dict(h.metadata.labels)
     labels.setdefault(constants.LABEL_HOSTNAME, h.metadata.name)
     cap = h.status.capacity
@@ -52,6 +53,7 @@ def host(h: Host, heartbeat_at: float) -> model.HostInfo:
         ),
         ready=h.status.phase is api_host.HostPhase.READY,
         heartbeat_at=heartbeat_at,
+        heartbeat_max_age=heartbeat_max_age,
         images={i.name: -(-i.size // MIB) for i in h.status.images} or model.NO_IMAGES,
     )
 

@@ -42,6 +42,7 @@ class HostEntry:
         "peak",
         "peak_at",
         "pools",
+        "stale_at",
         "standing",
         "used_cpu",
         "used_disk",
@@ -52,6 +53,8 @@ class HostEntry:
         self.id = host_id
         self.info = info
         self.heartbeat_at = info.heartbeat_at
+        self.stale_at = info.heartbeat_at + info.heartbeat_max_age
+        """When the host stops taking VMs unless another heartbeat comes."""
         self.pools: list[str] = []
         self.allocations: set[str] = set()
         self.used_cpu = 0
@@ -157,7 +160,8 @@ class CapacityCache:
         self.changed_pools: set[str] = set()
         """Pools whose status may differ since `take_changed_pools`: a member host, one of
         its allocations, the pool or a flavor changed (a heartbeat growing stale with time
-        is no change here: the caller refreshes every pool now and then as well)."""
+        is no change here: the caller refreshes the host when its Lease expires, and every
+        pool now and then as well)."""
 
     def take_changed_pools(self) -> set[str]:
         """The pools changed since the last call, and start counting afresh."""
@@ -186,6 +190,7 @@ class CapacityCache:
         old = e.info
         e.info = info
         e.heartbeat_at = max(e.heartbeat_at, info.heartbeat_at)
+        e.stale_at = e.heartbeat_at + info.heartbeat_max_age
         if old.images != info.images:
             self._count_images(old.images, -1)
             self._count_images(info.images, 1)
@@ -233,6 +238,7 @@ class CapacityCache:
         e = self.hosts.get(name)
         if e is not None:
             e.heartbeat_at = max(e.heartbeat_at, at)
+            e.stale_at = e.heartbeat_at + e.info.heartbeat_max_age
 
     def report_load(self, name: str, cpu_percent: float, memory_percent: float, at: float) -> None:
         """Hot data (the latest report) and cold data (a peak that halves every half-life)."""

@@ -39,8 +39,6 @@ class SchedulerConfig:
     percentageOfNodesToScore, as a count)."""
     load_candidates: int = 32
     """Feasible hosts scored when load dominates, since load does not follow free memory."""
-    heartbeat_max_age: float = 40.0
-    """Seconds after the last heartbeat at which a host stops taking VMs."""
     tie_tolerance: float = 1.0
     """Candidates within this many points (of 100 per unit weight) of the best are ties."""
     tie_pool: int = 3
@@ -88,7 +86,7 @@ def default_plugins(config: SchedulerConfig) -> Plugins:
         pre_filters=[pool.PoolAccess(), group],
         filters=[
             fit.Fit(),
-            health.Health(config.heartbeat_max_age),
+            health.Health(),
             taints_plugin.Taints(),
             nodeselector.NodeSelector(),
             group,
@@ -176,7 +174,7 @@ class Scheduler:
     def refill_reservations(self, pool_name: str) -> int:
         """Re-check and top up a pool's reservation slots; returns how many are short."""
         now = self.clock()
-        h = health.Health(self.config.heartbeat_max_age)
+        h = health.Health()
         p = self.cache.pools.get(pool_name)
         if p is None:
             return self.reservations.refill(pool_name, self.place_slot, lambda _: False)

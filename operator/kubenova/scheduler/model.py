@@ -99,6 +99,9 @@ class HostInfo:
     ready: bool = True
     heartbeat_at: float = 0.0
     """Clock time of the last heartbeat the operator saw (Lease renewal)."""
+    heartbeat_max_age: float = 40.0
+    """Seconds after `heartbeat_at` at which the host stops taking VMs: its Lease's duration,
+    the age at which its agent itself declares the heartbeat expired."""
     images: Mapping[str, int] = field(default_factory=lambda: NO_IMAGES)
     """Images the host's image cache holds: name → size in MiB (rounded up)."""
 

@@ -33,9 +33,9 @@ class PoolStatus:
     per-VM rules (node selector, tolerations, affinity) that no flavor carries."""
 
 
-def is_ready(e: HostEntry, now: float, heartbeat_max_age: float) -> bool:
+def is_ready(e: HostEntry, now: float) -> bool:
     info = e.info
-    return info.ready and not info.unschedulable and now - e.heartbeat_at <= heartbeat_max_age
+    return info.ready and not info.unschedulable and now <= e.stale_at
 
 
 def fits(e: HostEntry, size: Size) -> int:
@@ -50,9 +50,7 @@ def fits(e: HostEntry, size: Size) -> int:
     return max(n, 0)
 
 
-def pool_status(
-    cache: CapacityCache, pool: str, now: float, heartbeat_max_age: float
-) -> PoolStatus | None:
+def pool_status(cache: CapacityCache, pool: str, now: float) -> PoolStatus | None:
     p = cache.pools.get(pool)
     if p is None:
         return None
@@ -74,7 +72,7 @@ def pool_status(
             target[3] += len(a.gpus)
             if a.slot:
                 slots[a.flavor] = slots.get(a.flavor, 0) + 1
-        if not is_ready(e, now, heartbeat_max_age):
+        if not is_ready(e, now):
             continue
         ready.append(e)
         cap[0] += e.alloc_cpu

@@ -10,6 +10,7 @@ import pytest
 from kubenova.api import Flavor, Host, ResourcePool, VirtualMachine
 from kubenova.api.host import HostImage, HostPhase
 from kubenova.operator.world import HostLease, World
+from kubenova.scheduler import status
 
 pytestmark = pytest.mark.unit
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
@@ -374,6 +375,23 @@ def test_a_renewal_moves_only_the_heartbeat() -> None:
     assert w.cache.take_changed_pools() == set(), "no pool's status to compute again"
     assert w.take_phase_checks() == [], "no written phase to compare"
     assert w.cache.hosts["h1"].heartbeat_at == w.clock(), "the heartbeat moved"
+
+
+def test_a_host_takes_vms_for_as_long_as_its_own_lease_lasts() -> None:
+    w = _world(_host("h1"))
+    clock = w.clock
+    assert isinstance(clock, Clock)
+    w.upsert_lease("h1", HostLease(NOW, 400), NOW)  # renewed every 100 s, say
+    clock.t += 100.0
+    later = NOW + dt.timedelta(seconds=100)
+    assert status.is_ready(w.cache.hosts["h1"], clock()), "100 s into a 400 s Lease"
+    # The duration changes with the Lease fresh throughout: the host's limit follows it.
+    w.upsert_lease("h1", HostLease(NOW, 40), later)
+    assert w.host_phase("h1", later) is HostPhase.NOT_READY
+    w.upsert_lease("h1", HostLease(later, 40), later)
+    w.upsert_lease("h1", HostLease(later, 30), later + dt.timedelta(seconds=20))
+    clock.t += 35.0
+    assert not status.is_ready(w.cache.hosts["h1"], clock()), "35 s into a 30 s Lease"
 
 
 def test_only_the_leases_come_due_are_looked_at() -> None:

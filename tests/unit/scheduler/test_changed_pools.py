@@ -66,7 +66,7 @@ def _apply(c: cache_mod.CapacityCache, op: tuple[Any, ...]) -> None:
 
 
 def _statuses(c: cache_mod.CapacityCache) -> dict[str, status.PoolStatus | None]:
-    return {name: status.pool_status(c, name, NOW, 40.0) for name in c.pools}
+    return {name: status.pool_status(c, name, NOW) for name in c.pools}
 
 
 @settings(max_examples=300, deadline=None)

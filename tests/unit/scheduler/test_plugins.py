@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kubenova.scheduler import model
@@ -80,6 +82,19 @@ class TestHealth:
         clock.advance(0.5)
         assert s.check(make_vm("v"), "h1") is Reason.HEARTBEAT_STALE
         s.cache.heartbeat("h1", clock.now)
+        assert s.check(make_vm("v"), "h1") is None
+
+    def test_a_heartbeat_lasts_as_long_as_the_hosts_own_lease(self) -> None:
+        clock = FakeClock(1000.0)
+        slow = dataclasses.replace(make_host("h1"), heartbeat_max_age=400.0)
+        s = make_scheduler([slow, make_host("h2")], [make_pool()], clock=clock)
+        clock.advance(100.0)  # renewed every 100 s: fresh, where a 40 s Lease has run out
+        assert s.check(make_vm("v"), "h1") is None
+        assert s.check(make_vm("v"), "h2") is Reason.HEARTBEAT_STALE
+        clock.advance(300.5)
+        assert s.check(make_vm("v"), "h1") is Reason.HEARTBEAT_STALE
+        s.cache.heartbeat("h1", clock.now)
+        clock.advance(399.0)
         assert s.check(make_vm("v"), "h1") is None
 
 

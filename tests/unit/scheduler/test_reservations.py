@@ -88,7 +88,7 @@ def test_refill_reports_slots_it_cannot_place() -> None:
 def test_status_counts_how_many_more_of_each_flavor_fit() -> None:
     clock = FakeClock()
     s = reserved_scheduler(count=1, hosts=2)
-    st = pool_status(s.cache, "general", clock.now, 40.0)
+    st = pool_status(s.cache, "general", clock.now)
     assert st is not None
     # 64 GiB in all, 16 GiB held by the popular slot: 3 more of other, 3 + 1 of popular.
     assert st.available == {"other": 3, "popular": 4}

@@ -1,5 +1,5 @@
 """Health: no new VMs on cordoned hosts, hosts not Ready, or hosts whose heartbeat is older
-than the allowed age (the operator may not have noticed yet that the agent died). Pure."""
+than their Lease allows (the operator may not have noticed yet that the agent died). Pure."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from kubenova.scheduler.plugins.base import CycleState
 
 
 class Health:
-    def __init__(self, heartbeat_max_age: float) -> None:
-        self.heartbeat_max_age = heartbeat_max_age
-
     def filter(self, state: CycleState, host: HostEntry) -> Reason | None:
         info = host.info
         if info.unschedulable:
             return Reason.CORDONED
         if not info.ready:
             return Reason.NOT_READY
-        if state.now - host.heartbeat_at > self.heartbeat_max_age:
+        if state.now > host.stale_at:
             return Reason.HEARTBEAT_STALE
         return None
