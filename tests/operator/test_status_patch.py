@@ -87,3 +87,30 @@ def test_status_writes_append_history_and_a_stale_copy_conflicts(
         asyncio.run(stale_write())
     assert e.value.status == 409
     assert kn.get_vm("web")["status"]["reason"] == "someone else wrote"
+
+
+def test_a_write_asked_for_metadata_only_writes_the_status_and_answers_with_metadata(
+    kn: Cluster, api: Any, namespace: str
+) -> None:
+    # The bind asks for this: the API server encodes no spec or status into the reply.
+    flavor = kn.flavor(f"{namespace}-f")
+    pool = kn.pool(f"{namespace}-p")
+    kn.vm("web", flavor, pool)
+    ctl = Controller(Settings(identity="patch", namespace=namespace), api)
+
+    async def write() -> dict[str, Any]:
+        held = ctl.parse_vm(kn.get_vm("web"))
+        assert held is not None
+        new, _ = lifecycle.apply(held.status, _change(1), dt.datetime.now(dt.UTC))
+        try:
+            return await ctl.writes.vm_status(held, new.to_dict(), metadata_only=True)
+        finally:
+            await ctl.http.close()
+
+    reply = asyncio.run(write())
+    stored = kn.get_vm("web")
+    assert reply["kind"] == "PartialObjectMetadata"
+    assert "status" not in reply and "spec" not in reply
+    assert reply["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    assert reply["metadata"]["name"] == "web"
+    assert stored["status"]["history"][-1]["message"] == "0/1 hosts: none fit"

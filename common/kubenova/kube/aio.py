@@ -30,6 +30,9 @@ RawObject = dict[str, Any]
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""An `accept` asking for an answer's metadata alone: the API server then neither encodes
+nor sends the rest of the object (and the caller does not parse it)."""
 
 CONNECTIONS = 64
 """Open connections at most (HTTP/1.1: one per request in flight). Each watch holds one."""
@@ -101,11 +104,12 @@ class Session:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = JSON,
+        accept: str = JSON,
         timeout: float = client.REQUEST_TIMEOUT[1],
     ) -> RawObject:
         """One request, its JSON answer; an answer that is not a success raises ApiException
         (ExpiredError for 410) with the status, the API server's message and its headers."""
-        headers = self.headers()
+        headers = {**self.headers(), "Accept": accept}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -44,11 +44,15 @@ class Writes:
         self.http = http
         self.world = world
 
-    async def vm_status(self, vm: VirtualMachine, status: dict[str, Any]) -> dict[str, Any]:
+    async def vm_status(
+        self, vm: VirtualMachine, status: dict[str, Any], *, metadata_only: bool = False
+    ) -> dict[str, Any]:
         """Write `status` (merge-patch form: keys left out stay, None removes) over `vm`'s,
         with its resourceVersion as precondition: a JSON patch of only what changed, history
         entries appended. The server's answer to a patch that no longer applies (422: the
-        object moved on since `vm`) is a conflict like 409. The VM as it is after."""
+        object moved on since `vm`) is a conflict like 409. The VM as it is after, or only its
+        metadata (`metadata_only`: the bind, which needs no more, saves the API server the
+        rest)."""
         ops = self.world.status_patch(vm, status)
         try:
             return await self.http.call(
@@ -56,6 +60,7 @@ class Writes:
                 vm_path(vm) + "/status",
                 body=ops,
                 content_type=aio.JSON_PATCH,
+                accept=aio.METADATA_ONLY if metadata_only else aio.JSON,
                 timeout=WRITE_TIMEOUT,
             )
         except ApiException as e:

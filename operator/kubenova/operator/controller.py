@@ -526,7 +526,7 @@ class Controller:
         )
         started = time.perf_counter()
         try:
-            updated = await self.writes.vm_status(vm, new_status.to_dict())
+            updated = await self.writes.vm_status(vm, new_status.to_dict(), metadata_only=True)
         except ApiException as e:
             if e.status in (404, 409):
                 metrics.BINDS.labels("conflict").inc()
