@@ -23,13 +23,16 @@ def _change(i: int) -> lifecycle.Change:
     return lifecycle.Change(lifecycle.Event.UNSCHEDULABLE, "operator", f"0/{i} hosts: none fit")
 
 
+def _one_vm(kn: Cluster, api: Any, namespace: str) -> Controller:
+    """VM `web` in a pool of its own, and a controller (not started) to write it with."""
+    kn.vm("web", kn.flavor(f"{namespace}-f"), kn.pool(f"{namespace}-p"))
+    return Controller(Settings(identity="patch", namespace=namespace), api)
+
+
 def test_status_writes_append_history_and_a_stale_copy_conflicts(
     kn: Cluster, api: Any, namespace: str
 ) -> None:
-    flavor = kn.flavor(f"{namespace}-f")
-    pool = kn.pool(f"{namespace}-p")
-    kn.vm("web", flavor, pool)
-    ctl = Controller(Settings(identity="patch", namespace=namespace), api)
+    ctl = _one_vm(kn, api, namespace)
     sent: list[Any] = []
     real = ctl.http.call
 
@@ -93,10 +96,7 @@ def test_a_write_asked_for_metadata_only_writes_the_status_and_answers_with_meta
     kn: Cluster, api: Any, namespace: str
 ) -> None:
     # The bind asks for this: the API server encodes no spec or status into the reply.
-    flavor = kn.flavor(f"{namespace}-f")
-    pool = kn.pool(f"{namespace}-p")
-    kn.vm("web", flavor, pool)
-    ctl = Controller(Settings(identity="patch", namespace=namespace), api)
+    ctl = _one_vm(kn, api, namespace)
 
     async def write() -> dict[str, Any]:
         held = ctl.parse_vm(kn.get_vm("web"))
