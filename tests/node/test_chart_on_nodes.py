@@ -244,7 +244,7 @@ def test_deleting_the_leader_pod_hands_over_to_another(release: NodeCluster) -> 
         operators = {p["metadata"]["name"] for p in _pods(nc) if _component(p) == "operator"}
         return holder if holder and holder != leader and holder in operators else None
 
-    # the leaving leader releases the Lease; at worst the others wait out leaseDuration (15 s)
+    # the leaving leader releases the Lease; at worst the others wait out leaseDuration (12 s)
     wait_for("another operator replica to take the Lease", new_leader, 60, 0.5)
     nc.timings["leader handover"] = time.monotonic() - started
     # and it schedules: a new VM is placed by the new leader

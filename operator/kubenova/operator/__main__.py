@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--metrics-port", type=int, default=8080, help="0 turns metrics off")
     p.add_argument("--metrics-address", default="0.0.0.0")
-    p.add_argument("--lease-duration", type=int, default=15)
-    p.add_argument("--renew-deadline", type=float, default=10.0)
-    p.add_argument("--retry-period", type=float, default=2.0)
+    election = ElectionConfig()
+    p.add_argument("--lease-duration", type=int, default=election.lease_duration)
+    p.add_argument("--renew-deadline", type=float, default=election.renew_deadline)
+    p.add_argument("--retry-period", type=float, default=election.retry_period)
     p.add_argument("--bind-concurrency", type=int, default=16)
     p.add_argument("--status-period", type=float, default=1.0)
     p.add_argument(

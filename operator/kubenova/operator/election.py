@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ElectionConfig:
-    lease_duration: int = 15
-    renew_deadline: float = 10.0
+    # 12 / 8 / 2 (client-go's callers default to 15 / 10 / 2): a dead leader's Lease runs out
+    # 10-12 s after it died, so a standby binds within 15 s (issue 15's goal; 15 s cannot meet
+    # it). The price: a leader whose renewals all fail for 8 s steps down.
+    lease_duration: int = 12
+    renew_deadline: float = 8.0
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:

@@ -71,6 +71,30 @@ def test_a_lease_expired_already_is_retried_every_period() -> None:
     assert plan_at(20.0, prepared=True) == (2.0, False)
 
 
+@pytest.mark.parametrize("died", [0.0, 0.5, 1.0, 1.5, 1.99])
+@pytest.mark.parametrize("phase", [0.0, 0.3, 0.9, 1.7])
+def test_with_the_defaults_a_standby_takes_a_dead_leaders_lease_within_12_s(
+    died: float, phase: float
+) -> None:
+    # The leader renews every retry period from 0 s and dies `died` s after its last renewal
+    # (at 20 s); the standby, trying since `phase`, reads the Lease on every try and sleeps
+    # as `standby_plan` says. Issue 15 asks for the first bind within 15 s of the death.
+    config = ElectionConfig()
+    period, last = config.retry_period, 20.0
+    now = phase
+    while True:
+        renewed = min(last, period * (now // period))
+        seen = LeaseRecord(
+            "old", config.lease_duration, T0 + dt.timedelta(seconds=renewed), T0, 1, str(renewed)
+        )
+        if seen.expired(T0 + dt.timedelta(seconds=now)):
+            break
+        now += standby_plan(seen, "me", config, T0 + dt.timedelta(seconds=now), 2.0, False).sleep
+    taken = now - (last + died)
+    assert taken <= config.lease_duration - died + EXPIRY_SLACK + 1e-9
+    assert taken <= 12 + EXPIRY_SLACK + 1e-9
+
+
 def test_deposed_is_the_renew_deadline_after_the_last_renewal() -> None:
     assert deposed_at(held(), CONFIG) == T0 + dt.timedelta(seconds=10)
     assert deposed_at(held(by=None), CONFIG) is None
