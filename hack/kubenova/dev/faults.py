@@ -139,6 +139,9 @@ class Rule:
     namespaces: frozenset[str] = frozenset()
     """Of namespaced requests; a cluster-wide list or watch (no namespace in its path) matches
     no namespace target."""
+    names: frozenset[str] = frozenset()
+    """Of the object a request is about (a Host's status write names the Host); a list or
+    watch of a collection matches no name target."""
     user_agent: str = ""
     """A substring of the client's User-Agent."""
     p: float = 1.0
@@ -171,6 +174,8 @@ class Rule:
             return False
         if self.namespaces and info.namespace not in self.namespaces:
             return False
+        if self.names and info.name not in self.names:
+            return False
         return not self.user_agent or self.user_agent in request.user_agent
 
 
@@ -182,9 +187,8 @@ def _resource_matches(pattern: str, resource: str) -> bool:
 
 
 def parse_rule(text: str) -> Rule:
-    """`FAULT[:key=value,...]` with keys verb, resource, component, namespace (values joined by
-    `|`),
-    agent, p, after, times, delay, jitter."""
+    """`FAULT[:key=value,...]` with keys verb, resource, component, namespace, name (values
+    joined by `|`), agent, p, after, times, delay, jitter."""
     head, _, tail = text.strip().partition(":")
     try:
         fault = Fault(head)
@@ -197,7 +201,7 @@ def parse_rule(text: str) -> Rule:
         if not eq:
             raise RuleError(f"rule {text!r}: {part!r} is not key=value")
         try:
-            if key in ("verb", "resource", "component", "namespace"):
+            if key in ("verb", "resource", "component", "namespace", "name"):
                 kwargs[f"{key}s"] = frozenset(v for v in value.split("|") if v)
             elif key == "agent":
                 kwargs["user_agent"] = value
@@ -210,7 +214,7 @@ def parse_rule(text: str) -> Rule:
             else:
                 raise RuleError(
                     f"rule {text!r}: unknown key {key!r}; use verb, resource, component, "
-                    "namespace, agent, p, after, times, delay or jitter"
+                    "namespace, name, agent, p, after, times, delay or jitter"
                 )
         except ValueError as e:
             if isinstance(e, RuleError):

@@ -75,6 +75,14 @@ class TestRuleTargets:
         assert not rule.matches(req("PATCH", VMS.replace("/ns/", "/other/") + "/a/status"))
         assert not rule.matches(req("GET", "/apis/kubenova.io/v1alpha1/virtualmachines"))
 
+    def test_a_name_target_takes_only_that_object(self) -> None:
+        """A cluster-scoped object (a Host, a pool) has no namespace to aim at."""
+        hosts = "/apis/kubenova.io/v1alpha1/hosts"
+        rule = Rule(Fault.UNAVAILABLE, names=frozenset({"h1"}))
+        assert rule.matches(req("PATCH", f"{hosts}/h1/status"))
+        assert not rule.matches(req("PATCH", f"{hosts}/h2/status"))
+        assert not rule.matches(req("GET", hosts))  # the collection names no object
+
     def test_a_resource_wildcard_takes_its_subresources(self) -> None:
         rule = Rule(Fault.CONFLICT, resources=frozenset({"virtualmachines/*"}))
         assert rule.matches(req("PATCH", f"{VMS}/a/status"))
@@ -160,7 +168,7 @@ class TestParse:
     def test_a_full_rule(self) -> None:
         rule = parse_rule(
             "drop-reply:verb=patch|update,resource=virtualmachines/status,component=operator,"
-            "namespace=a|b,times=1,after=2,p=0.5,delay=3,jitter=true,agent=kopf"
+            "namespace=a|b,name=x,times=1,after=2,p=0.5,delay=3,jitter=true,agent=kopf"
         )
         assert rule == Rule(
             Fault.DROP_REPLY,
@@ -168,6 +176,7 @@ class TestParse:
             resources=frozenset({"virtualmachines/status"}),
             components=frozenset({"operator"}),
             namespaces=frozenset({"a", "b"}),
+            names=frozenset({"x"}),
             user_agent="kopf",
             p=0.5,
             after=2,
