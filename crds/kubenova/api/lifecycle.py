@@ -166,18 +166,16 @@ def _conditions(
     sched_reason = constants.REASON_SCHEDULED if scheduled else constants.REASON_UNSCHEDULABLE
     if phase is not P.DELETING:
         conds = set_condition(conds, cond(constants.COND_SCHEDULED, scheduled, sched_reason), now)
-    # Running and Ready appear once the guest first runs, as Migrating does once it first
-    # migrates (a Pod's Ready, too, comes with its kubelet, not its binding): the bind, the
-    # one write of every VM, carries only Scheduled.
+    # Running, Ready and Migrating appear once first true (a Pod's Ready, too, comes with its
+    # kubelet, not its binding): the bind, the one write of every VM, carries only Scheduled.
     running = phase in (P.RUNNING, P.MIGRATING)
-    for kind in (constants.COND_RUNNING, constants.COND_READY):
-        if running or any(c.type == kind for c in conds):
-            conds = set_condition(conds, cond(kind, running, change.event.value), now)
-    migrating = phase is P.MIGRATING
-    if migrating or any(c.type == constants.COND_MIGRATING for c in conds):
-        conds = set_condition(
-            conds, cond(constants.COND_MIGRATING, migrating, change.event.value), now
-        )
+    for kind, ok in (
+        (constants.COND_RUNNING, running),
+        (constants.COND_READY, running),
+        (constants.COND_MIGRATING, phase is P.MIGRATING),
+    ):
+        if ok or any(c.type == kind for c in conds):
+            conds = set_condition(conds, cond(kind, ok, change.event.value), now)
     return conds
 
 
