@@ -224,10 +224,8 @@ def test_a_lost_host_s_vms_go_unknown_and_are_recreated_only_once_fenced(
     kn.heartbeat(h1, duration=1, age=5)  # its agent stopped renewing 4 s ago
     for name in ("web", "halted"):
         wait_for(f"{name} Unknown", functools.partial(is_phase, kn, name, "Unknown"), 20)
-    core = kubernetes.client.CoreV1Api(kn.custom.api_client)
     events = wait_for("the host says it waits for fencing", lambda: [
-        e for e in core.list_namespaced_event("default").items  # a Host's events live there
-        if e.involved_object.name == h1 and e.reason == "AwaitingFencing"] or None, 20)  # fmt: skip
+        e for e in kn.host_events(h1) if e.reason == "AwaitingFencing"] or None, 20)  # fmt: skip
     assert constants.ANNOTATION_FENCED in events[0].message
     assert status_of(kn, "web")["host"] == h1, "not fenced: it stays where it was"
 

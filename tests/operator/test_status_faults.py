@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import kubernetes
 import pytest
 
 from kubenova.dev.faults import Fault, Rule
@@ -29,19 +28,13 @@ def failing_then_lost(resource: str, name: str) -> tuple[Rule, Rule]:
     )
 
 
-def host_events(api: Any, host: str, reason: str) -> int:
-    """How many times `reason` was said about `host` (cluster-scoped: in `default`)."""
-    core = kubernetes.client.CoreV1Api(api)
-    return sum(
-        e.count or 1
-        for e in core.list_namespaced_event("default").items
-        if e.involved_object.kind == "Host" and e.involved_object.name == host
-        and e.reason == reason
-    )  # fmt: skip
+def said(kn: Cluster, host: str, reason: str) -> int:
+    """How many times `reason` was said about `host`."""
+    return sum(e.count or 1 for e in kn.host_events(host) if e.reason == reason)
 
 
 def test_host_and_pool_status_writes_that_fail_or_lose_their_reply_still_converge(
-    kn: Cluster, api: Any, operators: Operators, namespace: str, fault_proxy: Proxy
+    kn: Cluster, operators: Operators, namespace: str, fault_proxy: Proxy
 ) -> None:
     ns = namespace
     host = f"{ns}-h1"
@@ -76,8 +69,8 @@ def test_host_and_pool_status_writes_that_fail_or_lose_their_reply_still_converg
     assert {f["flavor"]: f["count"] for f in st["available"]}[flavor] == 2
     # One transition, said once: the failed tries emitted nothing, the lost reply's retry
     # (the write had landed) was not a second transition.
-    wait_for("the HostReady event", lambda: host_events(api, host, "HostReady") >= 1)
-    assert host_events(api, host, "HostReady") == 1
+    wait_for("the HostReady event", lambda: said(kn, host, "HostReady") >= 1)
+    assert said(kn, host, "HostReady") == 1
 
     # With the faults spent, the Host's next transition is written at once.
     kn.heartbeat(host, duration=1, age=5)
@@ -86,4 +79,4 @@ def test_host_and_pool_status_writes_that_fail_or_lose_their_reply_still_converg
         lambda: kn.get_cluster("hosts", host).get("status", {}).get("phase") == "NotReady",
         timeout=60,
     )
-    wait_for("the HostNotReady event", lambda: host_events(api, host, "HostNotReady") == 1)
+    wait_for("the HostNotReady event", lambda: said(kn, host, "HostNotReady") == 1)
