@@ -22,7 +22,11 @@ nothing taints the Nodes):
   4. the scheduler starts — kube-scheduler of the control plane's own Kubernetes release, its
      client qps / burst lifted as `scheduler_perf` does, or one real operator replica
      (`python -m kubenova.operator`) — and is timed until a watch has seen every object bound
-     (a Pod's `spec.nodeName`, a VM's `status.host`);
+     (a Pod's `spec.nodeName`, a VM's `status.host`). Each logs in as `--identities` says;
+     by default kube-scheduler with the admin's client certificate (group system:masters,
+     which API Priority and Fairness exempts: the peer at its strongest) and the operator as
+     the chart runs it (its ServiceAccount's token under the chart's RBAC, so its requests
+     queue in APF's workload-low priority level like any service account's);
   5. kubenova only, after all are bound: a warm standby replica is started beside the leader,
      the leader is SIGKILLed, one more VM is created, and the time until the new leader binds
      it is taken.
@@ -76,6 +80,8 @@ NS = "bench"
 SYSTEM_NS = "kubenova-system"
 NODE_LEASE_NS = "kube-node-lease"
 POOL = "bench"
+RELEASE = "kubenova"
+"""The Helm release the operator's RBAC is rendered for (its ServiceAccount: kubenova-operator)."""
 CLASS_LABEL = "kubenova.io/class"
 HOST_CPUS = 64
 HOST_MEMORY_GIB = 256
@@ -360,6 +366,24 @@ def parse_sides(spec: str, default_rev: str) -> list[tuple[str, str | None]]:
         else:
             raise ValueError(f"--sides: {part!r} is not kube-scheduler or kubenova[@commit]")
     return sides
+
+
+IDENTITY_KINDS = ("admin", "deployed")
+DEFAULT_IDENTITIES = "kube-scheduler=admin,kubenova=deployed"
+
+
+def parse_identities(spec: str) -> dict[str, str]:
+    """`kube-scheduler=admin,kubenova=deployed` -> {"kube-scheduler": "admin", ...}; a side
+    not named logs in as the admin."""
+    out = dict.fromkeys(("kube-scheduler", "kubenova"), "admin")
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, how = part.partition("=")
+        if not sep or kind not in ("kube-scheduler", "kubenova") or how not in IDENTITY_KINDS:
+            raise ValueError(
+                f"--identities: {part!r} is not kube-scheduler|kubenova=admin|deployed"
+            )
+        out[kind] = how
+    return out
 
 
 def log_summary(text: str) -> Counter[str]:
@@ -951,6 +975,8 @@ class Run:
     profile: bool
     background_s: float
     apiserver_profile_s: float = 0.0
+    identities: dict[str, str] = field(default_factory=dict)
+    """How each side's scheduler logs in, by side kind (`parse_identities`)."""
 
     @property
     def mix(self) -> list[Size]:
@@ -980,6 +1006,8 @@ class Side:
         self.result = SideResult(self.name, run.hosts, run.vms)
         self.api: Api | None = None
         self.load: LeaseLoad | None = None
+        self.kubeconfig = self.plane.kubeconfig
+        """The scheduler's kubeconfig (the identity it logs in as)."""
 
     def say(self, message: str) -> None:
         print(f"  [{self.name}] {message}", flush=True)
@@ -997,6 +1025,10 @@ class Side:
     async def after_create(self, api: Api, names: list[str]) -> None:
         """What admission would have done to each object at create, beyond its body."""
 
+    def deployed_identity(self) -> Path:
+        """A kubeconfig for the scheduler as its real deployment logs it in."""
+        raise NotImplementedError
+
     def start_scheduler(self) -> subprocess.Popen[bytes]:
         raise NotImplementedError
 
@@ -1013,6 +1045,8 @@ class Side:
         api = self.api = Api(self.plane.kubeconfig, connections=max(64, run.writers * 2))
         try:
             await self.prepare(api)
+            if run.identities.get(self.kind) == "deployed":
+                self.kubeconfig = self.deployed_identity()
             assert self.load is not None
             started = time.monotonic()
             await self.load.wait_ready(max(120.0, run.hosts / 20))
@@ -1222,13 +1256,24 @@ class KubeSchedulerSide(Side):
             self.folder, self.plane.kubeconfig, NODE_LEASE_NS, names, names, self.run.lease_period
         )
 
+    def deployed_identity(self) -> Path:
+        """kubeadm's scheduler.conf: a client certificate of the cluster CA for user
+        system:kube-scheduler, whose rights the API server's bootstrap RBAC grants."""
+        from kubenova.dev import cluster, pki
+
+        ca = pki.CertificateAuthority(self.plane.folder / "pki")
+        pair = ca.issue("kube-scheduler", "system:kube-scheduler", client=True)
+        user = {"client-certificate": str(pair.cert), "client-key": str(pair.key)}
+        path = self.folder / "kube-scheduler.kubeconfig"
+        return cluster.kubeconfig_as(self.plane.kubeconfig, user, path, "kube-scheduler")
+
     def start_scheduler(self) -> subprocess.Popen[bytes]:
         assert self.run.scheduler_bin is not None
         config = self.folder / "kube-scheduler.yaml"
         config.write_text(
-            yaml.safe_dump(scheduler_config(self.plane.kubeconfig, self.run.qps, self.run.qps))
+            yaml.safe_dump(scheduler_config(self.kubeconfig, self.run.qps, self.run.qps))
         )
-        kc = f"--kubeconfig={self.plane.kubeconfig}"
+        kc = f"--kubeconfig={self.kubeconfig}"
         return REAPER.spawn(
             [str(self.run.scheduler_bin), f"--config={config}",
              kc.replace("--", "--authentication-", 1), kc.replace("--", "--authorization-", 1),
@@ -1299,10 +1344,30 @@ class KubenovaSide(Side):
             [f"kubenova-host-{n}" for n in names], names, self.run.lease_period,
         )  # fmt: skip
 
+    def deployed_identity(self) -> Path:
+        """The operator's pod as the chart runs it: its ServiceAccount's token (TokenRequest)
+        under the chart's RBAC (of the work tree's chart, whatever commit the operator is)."""
+        from kubenova.dev import cluster
+
+        version = json.loads(self.plane.kubectl("version", "-o", "json").stdout)
+        rbac = subprocess.run(
+            [str(self.run.bin_dir / "helm"), "template", RELEASE, str(ROOT / "charts/kubenova"),
+             "-n", SYSTEM_NS, "--show-only", "templates/rbac.yaml",
+             "--kube-version", version["serverVersion"]["gitVersion"]],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        self.plane.kubectl("apply", "-f", "-", input=rbac)
+        account = f"{RELEASE}-operator"
+        token = self.plane.kubectl(
+            "create", "token", account, "-n", SYSTEM_NS, "--duration=24h"
+        ).stdout.strip()
+        path = self.folder / "operator.kubeconfig"
+        return cluster.kubeconfig_as(self.plane.kubeconfig, {"token": token}, path, account)
+
     def _operator(self) -> subprocess.Popen[bytes]:
         identity = f"op-{self.operators}"
         self.operators += 1
-        env = {**source_env(self.source), "KUBECONFIG": str(self.plane.kubeconfig)}
+        env = {**source_env(self.source), "KUBECONFIG": str(self.kubeconfig)}
         return REAPER.spawn(
             [sys.executable, "-m", "kubenova.operator", "--identity", identity,
              "--namespace", SYSTEM_NS, "--metrics-port", "0", *self.run.operator_args],
@@ -1464,12 +1529,14 @@ async def _main(a: argparse.Namespace) -> int:
         scheduler_bin=scheduler_bin, lease_period=a.lease_period, writers=a.writers,
         timeout=a.timeout, policy=a.policy, qps=a.qps, operator_args=a.operator_arg,
         takeover=not a.no_takeover, profile=a.profile, background_s=a.background,
-        apiserver_profile_s=a.apiserver_profile,
+        apiserver_profile_s=a.apiserver_profile, identities=parse_identities(a.identities),
     )  # fmt: skip
     run.folder.mkdir(parents=True)
     load = os.getloadavg()
     print(f"# placement: {a.hosts:,} hosts, {a.vms:,} objects; {os.cpu_count()} cores, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; state in {folder}")  # fmt: skip
+    logins = ", ".join(f"{kind} as {how}" for kind, how in run.identities.items())
+    print(f"# the schedulers log in (--identities): {logins}")
     if scheduler_bin is not None:
         version = subprocess.check_output([str(scheduler_bin), "--version"], text=True).strip()
         print(f"# kube-scheduler: {scheduler_bin} ({version})")
@@ -1547,6 +1614,17 @@ def main() -> None:
         default=0.0,
         metavar="SECONDS",
         help="take kube-apiserver's Go CPU profile of the window's first SECONDS",
+    )
+    p.add_argument(
+        "--identities",
+        default=DEFAULT_IDENTITIES,
+        help="how each side's scheduler logs in, as kind=admin|deployed: 'admin' with the "
+        "admin's client certificate (group system:masters, which API Priority and Fairness "
+        "exempts), 'deployed' as its real deployment logs it in (kube-scheduler as kubeadm "
+        "runs it: a client certificate for system:kube-scheduler, priority level "
+        "workload-high; the operator as the chart runs it: its ServiceAccount's token under "
+        "the chart's RBAC, priority level workload-low). Default: the peer at its strongest, "
+        "kubenova as users run it",
     )
     p.add_argument("--keep", action="store_true", help="keep the state folder")
     a = p.parse_args()

@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.identities import Policies, chart_policies, policy_helm, service_account_token
+from tests.fixtures.identities import (
+    Policies,
+    chart_policies,
+    policy_helm,
+    service_account_token,
+    token_kubeconfig,
+)
 from tests.fixtures.webhook import (
     Webhook,
     apply,
@@ -31,22 +37,6 @@ __all__ = ["chart_policies", "policy_helm"]  # fixtures used by name
 pytestmark = pytest.mark.apiserver
 
 SA_LABEL = "kubenova.io/webhook-sa-test"
-
-
-def token_kubeconfig(tc: LocalCluster, token: str, path: Path) -> Path:
-    """A kubeconfig like the one a pod gets: the cluster's CA and server, a bearer token."""
-    admin = yaml.safe_load(tc.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "webhooks", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "webhooks"}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture

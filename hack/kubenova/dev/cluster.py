@@ -21,9 +21,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -102,6 +103,37 @@ def built_folder(
     if proc.returncode != 0:
         raise error(f"building {what} failed: {proc.stderr or ''}")
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, user: Mapping[str, Any], user_name: str = "user"
+) -> Path:
+    """A kubeconfig (mode 0600) for `server`, trusting `ca`, authenticating as `user` (a
+    kubeconfig user entry: a client certificate and key, or a bearer token), in the context
+    the test guard and `kubenova-dev` expect of a local cluster."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": CONTEXT, "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [{"name": user_name, "user": dict(user)}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user_name}}],
+        "current-context": CONTEXT,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def kubeconfig_as(
+    admin: Path, user: Mapping[str, Any], path: Path, user_name: str = "user"
+) -> Path:
+    """A kubeconfig for the cluster of kubeconfig `admin`, authenticating as `user`."""
+    cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]
+    return write_kubeconfig(
+        path, cluster["server"], Path(cluster["certificate-authority"]), user, user_name
+    )
 
 
 def free_port() -> int:
@@ -389,25 +421,8 @@ class ControlPlane:
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
 
     def _write_kubeconfig(self, server: str, ca: Path, admin: pki.KeyPair) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {"name": CONTEXT, "cluster": {"server": server, "certificate-authority": str(ca)}}
-            ],
-            "users": [
-                {
-                    "name": "kubenova-admin",
-                    "user": {"client-certificate": str(admin.cert), "client-key": str(admin.key)},
-                }
-            ],
-            "contexts": [
-                {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "kubenova-admin"}}
-            ],
-            "current-context": CONTEXT,
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        user = {"client-certificate": str(admin.cert), "client-key": str(admin.key)}
+        write_kubeconfig(self.kubeconfig, server, ca, user, "kubenova-admin")
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None

@@ -44,7 +44,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from kubenova.dev import faults, pki
+from kubenova.dev import cluster, faults, pki
 
 log = logging.getLogger(__name__)
 
@@ -166,30 +166,9 @@ class Listener:
             await self._session.close()
 
     def _write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "faultproxy",
-                    "cluster": {
-                        "server": self.url,
-                        "certificate-authority": str(self.proxy.ca.cert_path),
-                    },
-                }
-            ],
-            "users": [{"name": self.component, "user": self.upstream.user}],
-            # The context name the test guard and `kubenova-dev` expect of a local cluster.
-            "contexts": [
-                {
-                    "name": "kubenova-dev",
-                    "context": {"cluster": "faultproxy", "user": self.component},
-                }
-            ],
-            "current-context": "kubenova-dev",
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        cluster.write_kubeconfig(
+            self.kubeconfig, self.url, self.proxy.ca.cert_path, self.upstream.user, self.component
+        )
 
     async def _refuse_for(self, seconds: float) -> None:
         """Close the listening socket: new connections are refused (ECONNREFUSED)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -194,6 +195,21 @@ def test_sides_name_the_commit_each_operator_runs_from() -> None:
     assert pb.parse_sides("kubenova@worktree", "HEAD") == [("kubenova", None)]
     with pytest.raises(ValueError, match="'kube-schedular' is not kube-scheduler or kubenova"):
         pb.parse_sides("kube-schedular", "HEAD")
+
+
+def test_identities_name_how_each_side_logs_in_and_an_unnamed_side_is_the_admin() -> None:
+    assert pb.parse_identities(pb.DEFAULT_IDENTITIES) == {
+        "kube-scheduler": "admin",
+        "kubenova": "deployed",
+    }
+    assert pb.parse_identities("kubenova=deployed,") == {
+        "kube-scheduler": "admin",
+        "kubenova": "deployed",
+    }
+    assert pb.parse_identities("") == {"kube-scheduler": "admin", "kubenova": "admin"}
+    for bad in ("kubenova", "kubenova=root", "kube-schedular=admin"):
+        with pytest.raises(ValueError, match=re.escape(f"{bad!r} is not kube-scheduler|kubenova")):
+            pb.parse_identities(bad)
 
 
 def test_the_log_summary_counts_warnings_and_errors_by_message() -> None:
