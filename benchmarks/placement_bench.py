@@ -25,8 +25,9 @@ nothing taints the Nodes):
      (a Pod's `spec.nodeName`, a VM's `status.host`). Each logs in as `--identities` says;
      by default kube-scheduler with the admin's client certificate (group system:masters,
      which API Priority and Fairness exempts: the peer at its strongest) and the operator as
-     the chart runs it (its ServiceAccount's token under the chart's RBAC, so its requests
-     queue in APF's workload-low priority level like any service account's);
+     the chart runs it (its ServiceAccount's token under the chart's RBAC and FlowSchemas,
+     which queue its requests in APF's workload-high priority level, its leader election in
+     leader-election, as kube-controller-manager's and kube-scheduler's are);
   5. kubenova only, after all are bound: a warm standby replica is started beside the leader,
      the leader is SIGKILLed, one more VM is created, and the time until the new leader binds
      it is taken.
@@ -332,6 +333,65 @@ def request_totals(metrics_text: str) -> Counter[Request]:
     return out
 
 
+@dataclass
+class Flow:
+    """What API Priority and Fairness did with one priority level's requests."""
+
+    dispatched: float = 0.0
+    rejected: float = 0.0
+    """Refused with 429 (queue full, time out in queue, concurrency limit)."""
+    waited: float = 0.0
+    """Seconds the dispatched and rejected requests spent queued, summed."""
+    queued: float = 0.0
+    """How many requests `waited` is over."""
+
+
+_FLOW_METRICS = {
+    "apiserver_flowcontrol_dispatched_requests_total": "dispatched",
+    "apiserver_flowcontrol_rejected_requests_total": "rejected",
+    "apiserver_flowcontrol_request_wait_duration_seconds_sum": "waited",
+    "apiserver_flowcontrol_request_wait_duration_seconds_count": "queued",
+}
+
+
+def flow_totals(metrics_text: str) -> dict[str, Flow]:
+    """kube-apiserver's APF counters by priority level (summed over flow schemas)."""
+    out: dict[str, Flow] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith("apiserver_flowcontrol_"):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None or m.group("name") not in _FLOW_METRICS:
+            continue
+        level = dict(_LABEL.findall(m.group("labels") or "")).get("priority_level", "")
+        flow = out.setdefault(level, Flow())
+        attr = _FLOW_METRICS[m.group("name")]
+        setattr(flow, attr, getattr(flow, attr) + float(m.group("value")))
+    return out
+
+
+def flows_between(before: dict[str, Flow], after: dict[str, Flow]) -> dict[str, Flow]:
+    """Each priority level's counts between two snapshots; levels with no request left out."""
+    out = {}
+    for level, a in after.items():
+        b = before.get(level, Flow())
+        d = Flow(*(getattr(a, f) - getattr(b, f) for f in ("dispatched", "rejected", "waited",
+                                                            "queued")))  # fmt: skip
+        if d.dispatched or d.rejected:
+            out[level] = d
+    return out
+
+
+def render_flows(flows: dict[str, Flow], bound: int) -> str:
+    """`workload-high 1.20 per bound (0.28 rejected), queued 0.4 ms on average; ...`"""
+    parts = []
+    for level, f in sorted(flows.items(), key=lambda kv: -kv[1].dispatched):
+        rejected = f", {f.rejected / max(bound, 1):.2f} rejected (429)" if f.rejected else ""
+        wait = f", queued {f.waited / f.queued * 1e3:.1f} ms on average" if f.queued else ""
+        parts.append(f"{level} {f.dispatched / max(bound, 1):.2f}{rejected}{wait}")
+    return "; ".join(parts) or "none"
+
+
 def writes_between(
     before: Counter[Request],
     after: Counter[Request],
@@ -479,6 +539,8 @@ class SideResult:
     etcd_cpu_s: float = float("nan")
     writes: Counter[Request] = field(default_factory=Counter)
     reads: Counter[Request] = field(default_factory=Counter)
+    flows: dict[str, Flow] = field(default_factory=dict)
+    """API Priority and Fairness by priority level, over the same window as `writes`."""
     scheduler_peak_mib: float = float("nan")
     apiserver_peak_mib: float = float("nan")
     standby_peak_mib: float = float("nan")
@@ -723,11 +785,14 @@ class Api:
                 raise RuntimeError(f"POST {path}: {status} {data[:300]!r}")
             await asyncio.sleep(0.2 * (attempt + 1))
 
-    async def metrics(self) -> Counter[Request]:
+    async def metrics_text(self) -> str:
         status, data = await self.call("GET", "/metrics")
         if status != 200:
             raise RuntimeError(f"GET /metrics: {status}")
-        return request_totals(data.decode())
+        return data.decode()
+
+    async def metrics(self) -> Counter[Request]:
+        return request_totals(await self.metrics_text())
 
 
 async def bounded(n: int, jobs: Iterable[Callable[[], Awaitable[None]]]) -> None:
@@ -1084,7 +1149,8 @@ class Side:
             )
             load0 = self.load.stats()
 
-            before = await api.metrics()
+            text0 = await api.metrics_text()
+            before, flows0 = request_totals(text0), flow_totals(text0)
             api0, etcd0, load_cpu0 = (
                 cpu_seconds(apiserver),
                 cpu_seconds(etcd),
@@ -1140,7 +1206,9 @@ class Side:
             if go_profile is not None:
                 await go_profile
             await self._settle_writes(api)
-            after = await api.metrics()
+            text1 = await api.metrics_text()
+            after = request_totals(text1)
+            r.flows = flows_between(flows0, flow_totals(text1))
             r.writes = writes_between(before, after)
             r.reads = writes_between(before, after, verbs=READS)
             self.say(f"{r.bound} bound in {r.all_bound_s:.1f} s ({r.binds_per_s:.0f}/s); "
@@ -1346,13 +1414,15 @@ class KubenovaSide(Side):
 
     def deployed_identity(self) -> Path:
         """The operator's pod as the chart runs it: its ServiceAccount's token (TokenRequest)
-        under the chart's RBAC (of the work tree's chart, whatever commit the operator is)."""
+        under the chart's RBAC and FlowSchemas (of the work tree's chart, whatever commit the
+        operator is)."""
         from kubenova.dev import cluster
 
         version = json.loads(self.plane.kubectl("version", "-o", "json").stdout)
         rbac = subprocess.run(
             [str(self.run.bin_dir / "helm"), "template", RELEASE, str(ROOT / "charts/kubenova"),
              "-n", SYSTEM_NS, "--show-only", "templates/rbac.yaml",
+             "--show-only", "templates/flowcontrol.yaml",
              "--kube-version", version["serverVersion"]["gitVersion"]],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
@@ -1560,6 +1630,9 @@ async def _main(a: argparse.Namespace) -> int:
     print(render_requests(results))
     print("\nAPI reads per bound object (GET, LIST; Leases aside):")
     print(render_requests(results, reads=True))
+    print("\nRequests per bound object by APF priority level (every request, Leases too):")
+    for r in results:
+        print(f"  {r.side}: {render_flows(r.flows, r.bound)}")
     for r in results:
         for note in r.notes:
             print(f"  {r.side}: {note}")
@@ -1623,7 +1696,8 @@ def main() -> None:
         "exempts), 'deployed' as its real deployment logs it in (kube-scheduler as kubeadm "
         "runs it: a client certificate for system:kube-scheduler, priority level "
         "workload-high; the operator as the chart runs it: its ServiceAccount's token under "
-        "the chart's RBAC, priority level workload-low). Default: the peer at its strongest, "
+        "the chart's RBAC and FlowSchemas, priority level workload-high). Default: the peer "
+        "at its strongest, "
         "kubenova as users run it",
     )
     p.add_argument("--keep", action="store_true", help="keep the state folder")

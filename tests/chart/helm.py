@@ -39,6 +39,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "quotaReleaseLoop": False,
     },
     "certManager": {"enabled": True},
+    "flowControl": {"priorityLevels": {"agents": "system"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "dashboards": {"labels": {"grafana_dashboard": "1", "team": "platform"}},
 }

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import yaml
 from kubenova.api.constants import API_VERSION
 from kubenova.dev import dashboards
 from kubenova.webhooks import registration
-from tests.chart.helm import CHART, CUSTOM_VALUES, Helm, by_kind, one
+from tests.chart.helm import CHART, CUSTOM_VALUES, KUBE_VERSION, Helm, by_kind, one
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.identities import in_force, service_account_token, token_client
 
@@ -219,9 +222,27 @@ def test_custom_values_reach_the_objects(helm: Helm) -> None:
         assert annotation == "infra/kn-kubenova-webhooks"
         assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
 
+    levels = {f["metadata"]["name"]: f["spec"]["priorityLevelConfiguration"]["name"]
+              for f in by_kind(docs, "FlowSchema")}  # fmt: skip
+    assert levels == {
+        "kn-kubenova-leader-election": "leader-election",
+        "kn-kubenova-agents": "system",
+        "kn-kubenova-controllers": "workload-high",
+    }
+
     monitors = by_kind(docs, "ServiceMonitor")
     assert len(monitors) == 3
     assert all(m["metadata"]["labels"]["release"] == "prometheus" for m in monitors)
+
+
+def test_flow_control_can_be_left_to_the_cluster(helm: Helm) -> None:
+    assert by_kind(helm.template("kn", "infra"), "FlowSchema")
+    off = helm.template("kn", "infra", {"flowControl": {"enabled": False}})
+    assert not by_kind(off, "FlowSchema")
+    bad = helm.values_file({"flowControl": {"priorityLevels": {"agents": "Node High"}}}, "bad.yaml")
+    proc = helm.run("template", "x", str(CHART), "-f", str(bad), "--kube-version", KUBE_VERSION,
+                    check=False)  # fmt: skip
+    assert proc.returncode != 0 and "/flowControl/priorityLevels/agents" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
@@ -403,6 +424,72 @@ def _vm(name: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"flavor": "small", "boot": {"image": "test.qcow2"}},
     }
+
+
+def _classified(tc: LocalCluster, token: str, path: str) -> tuple[str, str]:
+    """The FlowSchema and the priority level API Priority and Fairness gave a GET of `path`
+    with `token`, by name, from the response's X-Kubernetes-PF-* headers (a request the
+    authorizer refuses is classified before that, so a 403 says it too)."""
+    cluster = yaml.safe_load(tc.kubeconfig.read_text())["clusters"][0]["cluster"]
+    context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+    request = urllib.request.Request(
+        cluster["server"] + path, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+            headers = reply.headers
+    except urllib.error.HTTPError as e:
+        headers = e.headers
+    names = {}
+    for kind in ("flowschemas", "prioritylevelconfigurations"):
+        items = json.loads(tc.kubectl("get", kind, "-o", "json").stdout)["items"]
+        names.update({i["metadata"]["uid"]: i["metadata"]["name"] for i in items})
+    return (
+        names[headers["X-Kubernetes-PF-FlowSchema-UID"]],
+        names[headers["X-Kubernetes-PF-PriorityLevel-UID"]],
+    )
+
+
+def test_kubenova_queues_ahead_of_tenants_and_a_tenant_account_of_its_name_does_not(
+    test_cluster: LocalCluster, namespace: str, release: str
+) -> None:
+    """Each component's requests land in the priority level of the cluster's own control
+    loops; a tenant's ServiceAccount named like the operator, in the tenant's namespace, stays
+    with every other pod's in workload-low."""
+    tenant_ns = f"{namespace}-tenant"
+    test_cluster.kubectl("create", "namespace", tenant_ns)
+    try:
+        account = f"{release}-kubenova-operator"
+        test_cluster.kubectl("create", "serviceaccount", account, "-n", tenant_ns)
+        token = {
+            "operator": service_account_token(test_cluster, namespace, account, None),
+            "agent": service_account_token(
+                test_cluster, namespace, f"{release}-kubenova-agent", None
+            ),
+            "webhooks": service_account_token(
+                test_cluster, namespace, f"{release}-kubenova-webhooks", None
+            ),
+            "tenant": service_account_token(test_cluster, tenant_ns, account, None),
+        }
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        vms = f"/apis/{API_VERSION}/virtualmachines?limit=1"
+        prefix = f"{release}-kubenova"
+        cases = [
+            ("operator", f"{leases}/kubenova-operator", (f"{prefix}-leader-election",
+                                                         "leader-election")),
+            ("operator", leases, (f"{prefix}-controllers", "workload-high")),
+            ("operator", vms, (f"{prefix}-controllers", "workload-high")),
+            ("webhooks", f"/apis/{API_VERSION}/namespaces/{namespace}/vmquotas",
+             (f"{prefix}-controllers", "workload-high")),
+            ("agent", f"{leases}/some-host", (f"{prefix}-agents", "node-high")),
+            ("agent", vms, (f"{prefix}-agents", "node-high")),
+            ("tenant", f"{leases}/kubenova-operator", ("service-accounts", "workload-low")),
+            ("tenant", vms, ("service-accounts", "workload-low")),
+        ]  # fmt: skip
+        got = [(who, path, _classified(test_cluster, token[who], path)) for who, path, _ in cases]
+        assert got == [(who, path, want) for who, path, want in cases]
+    finally:
+        test_cluster.kubectl("delete", "namespace", tenant_ns, "--wait=false")
 
 
 def _bind(cluster: LocalCluster, vm: dict[str, Any], host: str) -> None:

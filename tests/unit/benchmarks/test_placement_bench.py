@@ -136,6 +136,39 @@ def test_writes_between_snapshots_leave_out_reads_and_the_lease_load() -> None:
     assert str(pb.Request("POST", "pods", "binding")) == "POST pods/binding"
 
 
+# APF's counters as kube-apiserver v1.34 exports them (the first three lines read from one).
+FLOW_METRICS = """\
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts",priority_level="workload-low"} 3
+apiserver_flowcontrol_request_wait_duration_seconds_sum{execute="true",flow_schema="service-accounts",priority_level="workload-low"} 0.00018173
+apiserver_flowcontrol_request_wait_duration_seconds_count{execute="true",flow_schema="service-accounts",priority_level="workload-low"} 3
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="exempt",priority_level="exempt"} 572
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="kube-scheduler",priority_level="workload-high"} 1000
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="kube-system-service-accounts",priority_level="workload-high"} 200
+apiserver_flowcontrol_rejected_requests_total{flow_schema="kube-scheduler",priority_level="workload-high",reason="queue-full"} 40
+apiserver_flowcontrol_rejected_requests_total{flow_schema="kube-scheduler",priority_level="workload-high",reason="time-out"} 10
+apiserver_flowcontrol_request_wait_duration_seconds_sum{execute="true",flow_schema="kube-scheduler",priority_level="workload-high"} 2.5
+apiserver_flowcontrol_request_wait_duration_seconds_count{execute="true",flow_schema="kube-scheduler",priority_level="workload-high"} 1000
+apiserver_flowcontrol_nominal_limit_seats{priority_level="workload-high"} 98
+"""  # noqa: E501
+
+
+def test_flows_are_summed_by_priority_level_and_counted_between_snapshots() -> None:
+    before = pb.flow_totals(FLOW_METRICS)
+    assert before["workload-high"] == pb.Flow(1200, 50, 2.5, 1000)
+    assert before["exempt"] == pb.Flow(572)
+    assert set(before) == {"workload-low", "workload-high", "exempt"}  # seats are no count
+
+    after = pb.flow_totals(FLOW_METRICS)
+    after["workload-high"] = pb.Flow(3200, 150, 4.5, 3000)
+    after["node-high"] = pb.Flow(10)  # a level first seen after the start
+    flows = pb.flows_between(before, after)
+    assert flows == {"workload-high": pb.Flow(2000, 100, 2.0, 2000), "node-high": pb.Flow(10)}
+    assert pb.render_flows(flows, 1000) == (
+        "workload-high 2.00, 0.10 rejected (429), queued 1.0 ms on average; node-high 0.01"
+    )
+    assert pb.render_flows({}, 1000) == "none"
+
+
 # -- reading /proc -----------------------------------------------------------------------------
 
 
