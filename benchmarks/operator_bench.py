@@ -15,6 +15,9 @@ Sections, each timed on this machine's clock with the real code paths:
            status write to a bound VM, and the operator's own status write to a pending VM
            seen again (an echo); plus `World.vms_on(host)` at 1,000 hosts.
   migrations  one `MigrationController.sync()` pass with 5,000 finished VMMigrations held.
+  gc       the garbage collector while 100,000 VMs arrive through `Controller.on_vm` (each body
+           built and dropped, as a watch hands them over), one full collection after, and
+           its time during 20,000 updates then (`gc.callbacks`).
 
 The controller is built on a kubernetes ApiClient that is never called (no section writes).
 Not a pytest test; prints one line per figure.
@@ -308,12 +311,58 @@ def bench_migrations(done: int) -> None:
     )
 
 
+class CollectorClock:
+    """Seconds the garbage collector ran and how often, by generation (`gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds[info["generation"]] += time.perf_counter() - self._started
+        self.runs[info["generation"]] += 1
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g} {self.seconds[g]:.2f} s in {self.runs[g]}" for g in range(3))
+
+
+def bench_gc(n: int, hosts: int, updates: int) -> None:
+    ctl = controller()
+    fill = CollectorClock()
+    gc.collect()
+    gc.callbacks.append(fill)
+    started = time.perf_counter()
+    for i in range(n):
+        ctl.on_vm("ADDED", vm_body(i, f"host-{i % hosts:05d}", 1000 + i))
+    took = time.perf_counter() - started
+    gc.callbacks.remove(fill)
+    started = time.perf_counter()
+    gc.collect()
+    full = time.perf_counter() - started
+    print(f"gc       {n} VMs through on_vm in {took:.1f} s, the collector in it: {fill}")
+    print(f"gc       then a full collection: {full:.2f} s over {len(gc.get_objects()):,} "
+          "tracked objects")  # fmt: skip
+    steady = CollectorClock()
+    gc.callbacks.append(steady)
+    started = time.perf_counter()
+    for k in range(updates):
+        ctl.on_vm("MODIFIED", vm_body(k % n, f"host-{k % hosts:05d}", 10 * n + k))
+    took = time.perf_counter() - started
+    gc.callbacks.remove(steady)
+    print(f"gc       then {updates} updates in {took:.1f} s, the collector in them: {steady}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="smoke sizes")
-    ap.add_argument("--only", choices=["queue", "memory", "events", "migrations"], action="append")
+    sections = ["queue", "memory", "events", "migrations", "gc"]
+    ap.add_argument("--only", choices=sections, action="append")
     args = ap.parse_args()
-    only = set(args.only or ["queue", "memory", "events", "migrations"])
+    only = set(args.only or sections)
     q = args.quick
     if "queue" in only:
         bench_queue([400, 800] if q else [4000, 8000])
@@ -323,6 +372,8 @@ def main() -> None:
         bench_events(1000 if q else 10_000, 100 if q else 1000, 2000 if q else 20_000)
     if "migrations" in only:
         bench_migrations(500 if q else 5000)
+    if "gc" in only:
+        bench_gc(2000 if q else 100_000, 100 if q else 10_000, 400 if q else 20_000)
 
 
 if __name__ == "__main__":
