@@ -66,7 +66,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -375,8 +375,7 @@ def flows_between(before: dict[str, Flow], after: dict[str, Flow]) -> dict[str, 
     out = {}
     for level, a in after.items():
         b = before.get(level, Flow())
-        d = Flow(*(getattr(a, f) - getattr(b, f) for f in ("dispatched", "rejected", "waited",
-                                                            "queued")))  # fmt: skip
+        d = Flow(*(getattr(a, f.name) - getattr(b, f.name) for f in fields(Flow)))
         if d.dispatched or d.rejected:
             out[level] = d
     return out
@@ -428,6 +427,7 @@ def parse_sides(spec: str, default_rev: str) -> list[tuple[str, str | None]]:
     return sides
 
 
+SIDE_KINDS = ("kube-scheduler", "kubenova")
 IDENTITY_KINDS = ("admin", "deployed")
 DEFAULT_IDENTITIES = "kube-scheduler=admin,kubenova=deployed"
 
@@ -435,10 +435,10 @@ DEFAULT_IDENTITIES = "kube-scheduler=admin,kubenova=deployed"
 def parse_identities(spec: str) -> dict[str, str]:
     """`kube-scheduler=admin,kubenova=deployed` -> {"kube-scheduler": "admin", ...}; a side
     not named logs in as the admin."""
-    out = dict.fromkeys(("kube-scheduler", "kubenova"), "admin")
+    out = dict.fromkeys(SIDE_KINDS, "admin")
     for part in filter(None, (p.strip() for p in spec.split(","))):
         kind, sep, how = part.partition("=")
-        if not sep or kind not in ("kube-scheduler", "kubenova") or how not in IDENTITY_KINDS:
+        if not sep or kind not in SIDE_KINDS or how not in IDENTITY_KINDS:
             raise ValueError(
                 f"--identities: {part!r} is not kube-scheduler|kubenova=admin|deployed"
             )
@@ -1697,8 +1697,7 @@ def main() -> None:
         "runs it: a client certificate for system:kube-scheduler, priority level "
         "workload-high; the operator as the chart runs it: its ServiceAccount's token under "
         "the chart's RBAC and FlowSchemas, priority level workload-high). Default: the peer "
-        "at its strongest, "
-        "kubenova as users run it",
+        "at its strongest, kubenova as users run it",
     )
     p.add_argument("--keep", action="store_true", help="keep the state folder")
     a = p.parse_args()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import subprocess
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from kubenova.dev import dashboards
 from kubenova.webhooks import registration
 from tests.chart.helm import CHART, CUSTOM_VALUES, KUBE_VERSION, Helm, by_kind, one
 from tests.fixtures.cluster import LocalCluster, wait_for
-from tests.fixtures.identities import in_force, service_account_token, token_client
+from tests.fixtures.identities import Client, in_force, service_account_token, token_client
 
 pytestmark = pytest.mark.apiserver
 
@@ -426,28 +424,25 @@ def _vm(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def _classified(tc: LocalCluster, token: str, path: str) -> tuple[str, str]:
-    """The FlowSchema and the priority level API Priority and Fairness gave a GET of `path`
-    with `token`, by name, from the response's X-Kubernetes-PF-* headers (a request the
-    authorizer refuses is classified before that, so a 403 says it too)."""
-    cluster = yaml.safe_load(tc.kubeconfig.read_text())["clusters"][0]["cluster"]
-    context = ssl.create_default_context(cafile=cluster["certificate-authority"])
-    request = urllib.request.Request(
-        cluster["server"] + path, headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
-            headers = reply.headers
-    except urllib.error.HTTPError as e:
-        headers = e.headers
+def _flow_control_names(tc: LocalCluster) -> dict[str, str]:
+    """The FlowSchemas' and priority levels' names, by uid."""
     names = {}
     for kind in ("flowschemas", "prioritylevelconfigurations"):
         items = json.loads(tc.kubectl("get", kind, "-o", "json").stdout)["items"]
         names.update({i["metadata"]["uid"]: i["metadata"]["name"] for i in items})
-    return (
-        names[headers["X-Kubernetes-PF-FlowSchema-UID"]],
-        names[headers["X-Kubernetes-PF-PriorityLevel-UID"]],
+    return names
+
+
+def _classified(client: Client, path: str) -> tuple[str, str]:
+    """The uids of the FlowSchema and the priority level API Priority and Fairness gave a GET
+    of `path` by `client`, from the reply's X-Kubernetes-PF-* headers (a request the
+    authorizer refuses is classified before that, so a 403 says it too)."""
+    resource, _, query = path.partition("?")
+    method, url, headers, body, _ = client.api.param_serialize(
+        "GET", resource, query_params=urllib.parse.parse_qsl(query), auth_settings=["BearerToken"]
     )
+    reply = client.api.call_api(method, url, headers, body).headers
+    return reply["X-Kubernetes-PF-FlowSchema-UID"], reply["X-Kubernetes-PF-PriorityLevel-UID"]
 
 
 def test_kubenova_queues_ahead_of_tenants_and_a_tenant_account_of_its_name_does_not(
@@ -461,15 +456,15 @@ def test_kubenova_queues_ahead_of_tenants_and_a_tenant_account_of_its_name_does_
     try:
         account = f"{release}-kubenova-operator"
         test_cluster.kubectl("create", "serviceaccount", account, "-n", tenant_ns)
-        token = {
-            "operator": service_account_token(test_cluster, namespace, account, None),
-            "agent": service_account_token(
-                test_cluster, namespace, f"{release}-kubenova-agent", None
-            ),
-            "webhooks": service_account_token(
-                test_cluster, namespace, f"{release}-kubenova-webhooks", None
-            ),
-            "tenant": service_account_token(test_cluster, tenant_ns, account, None),
+        accounts = {
+            "operator": (namespace, account),
+            "agent": (namespace, f"{release}-kubenova-agent"),
+            "webhooks": (namespace, f"{release}-kubenova-webhooks"),
+            "tenant": (tenant_ns, account),
+        }
+        clients = {
+            who: token_client(test_cluster, who, service_account_token(test_cluster, ns, sa, None))
+            for who, (ns, sa) in accounts.items()
         }
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         vms = f"/apis/{API_VERSION}/virtualmachines?limit=1"
@@ -486,7 +481,9 @@ def test_kubenova_queues_ahead_of_tenants_and_a_tenant_account_of_its_name_does_
             ("tenant", f"{leases}/kubenova-operator", ("service-accounts", "workload-low")),
             ("tenant", vms, ("service-accounts", "workload-low")),
         ]  # fmt: skip
-        got = [(who, path, _classified(test_cluster, token[who], path)) for who, path, _ in cases]
+        uids = [(who, path, _classified(clients[who], path)) for who, path, _ in cases]
+        names = _flow_control_names(test_cluster)
+        got = [(who, path, (names[schema], names[level])) for who, path, (schema, level) in uids]
         assert got == [(who, path, want) for who, path, want in cases]
     finally:
         test_cluster.kubectl("delete", "namespace", tenant_ns, "--wait=false")
