@@ -20,7 +20,7 @@ from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import aio, client
-from kubenova.quota import arithmetic, ledger, store
+from kubenova.quota import arithmetic, ledger, reservations, store
 from tests.fixtures.cluster import LocalCluster, wait_for
 from tests.fixtures.webhook import Webhook, create_vms, delete_unbound_vm, vm_manifest
 
@@ -378,4 +378,67 @@ def test_a_webhook_restarted_mid_run_loses_no_accounting(
         assert (
             recounted == _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace)
         )
+    assert webhook.healthy()
+
+
+def _held(tc: LocalCluster, ns: str) -> QuotaAmounts:
+    status = tc.get("vmquota", "limits", "-n", ns).get("status", {})
+    used = arithmetic.normalized(QuotaAmounts.model_validate(status.get("used", {})))
+    return reservations.held(used, reservations.parse(status))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
+def test_a_webhook_admitting_from_reservations_keeps_the_count_across_a_restart(
+    test_cluster: LocalCluster,
+    webhook: Webhook,
+    wh_namespace: str,
+    flavor: str,
+    sig: signal.Signals,
+) -> None:
+    """`--quota-reservation`: creates admitted from memory, written into `used` a moment
+    later. The limit holds throughout, and what a killed process admitted and never wrote
+    stays held by its reservation until a recount after it settled counts it."""
+    room, shipped = 30, list(webhook.limits)
+    _set_quota(test_cluster, wh_namespace, vms=room)
+    webhook.stop()
+    webhook.start([*shipped, "--quota-reservation=8"])
+    try:
+        replies: list[Any] = []
+        done = threading.Event()
+        storm = threading.Thread(
+            target=_storm, args=(test_cluster, wh_namespace, flavor, 60, replies, done)
+        )
+        storm.start()
+        try:
+            wait_for("some creates to be admitted", lambda: len(replies) >= 10)
+            from_memory = [
+                float(line.split()[-1])
+                for line in webhook.metrics().splitlines()
+                if line.startswith("kubenova_webhook_quota_reserved_charges_total ")
+            ]
+            webhook.stop(sig)
+            webhook.start(webhook.limits)
+        finally:
+            storm.join(120)
+        assert done.is_set()
+        assert from_memory and from_memory[0] > 0, "some were admitted from a reservation"
+        vms = _vms(test_cluster, wh_namespace)
+        assert 0 < len(vms) <= room, "never over-admitted"
+        assert (_held(test_cluster, wh_namespace).vms or 0) >= len(vms), "nothing unheld"
+        if sig == signal.SIGTERM:
+            # Given back at the stop and written within the commit interval after.
+            wait_for(
+                "used to catch up with what was admitted",
+                lambda: _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace),
+            )
+        session = aio.Session(client.api_client(str(test_cluster.kubeconfig)))
+        later = time.time() + reservations.TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        book = ledger.QuotaLedger(store.ApiStore(session), clock=lambda: later)
+        recounted = asyncio.run(ledger.recount_namespace(session, wh_namespace, book))
+        assert (
+            recounted == _recounted(test_cluster, wh_namespace) == _used(test_cluster, wh_namespace)
+        )
+    finally:
+        webhook.stop()
+        webhook.start(shipped)
     assert webhook.healthy()

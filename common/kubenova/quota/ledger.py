@@ -23,6 +23,11 @@ and the subtraction then took its charge off a second time.
 
 A charge is written before the API server stores its VM, so it stamps `status.lastChargeTime`
 and a recount lowers no usage for `arithmetic.CHARGE_SETTLE_SECONDS` after it.
+
+With `reservation` > 0 a ledger also holds headroom in the quota's `status.reservations`
+(`reservations` says why the count stays exact): a create that fits in it is admitted from
+memory at once, and what was admitted is written into `used` within `COMMIT_SECONDS`, by the
+same compare-and-swap that tops the reservation up and renews it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -37,10 +45,10 @@ from enum import StrEnum
 from typing import Any
 
 from kubenova.api import constants
-from kubenova.api.quota import QuotaAmounts, VMQuota
+from kubenova.api.quota import QuotaAmounts, QuotaReservation, VMQuota
 from kubenova.api.vm import VirtualMachine
 from kubenova.kube import aio
-from kubenova.quota import arithmetic, metrics, store
+from kubenova.quota import arithmetic, metrics, reservations, store
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +94,82 @@ def oldest(quotas: list[dict[str, Any]]) -> dict[str, Any] | None:
 Waiter = tuple[arithmetic.Request, "asyncio.Future[ChargeResult]"]
 
 
+def default_holder() -> str:
+    """A name no other process holds a reservation under: this host (the pod's name) and a
+    random part, new at every start (a restarted process must not take on what the last one
+    admitted from its reservation)."""
+    return f"{socket.gethostname()[:200]}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Slab:
+    """This process's reservation in one namespace, as it knows it."""
+
+    quota: str
+    hard: QuotaAmounts
+    """`spec.hard` as of the last write: the resources a reservation covers."""
+    amount: QuotaAmounts
+    """The reservation as last written (`reservations.limited` form)."""
+    seq: int
+    valid_until: float
+    """Monotonic time after which nothing is admitted from it (until a write renews it)."""
+    renewed: float
+    """Monotonic time the last write that landed was sent."""
+    shape: QuotaAmounts
+    """The last charge admitted: what the next top-up is made of."""
+    consumed: QuotaAmounts = field(default_factory=arithmetic.zero)
+    """Admitted from it since the last write that landed; not in `used` yet."""
+    remaining: QuotaAmounts = field(default_factory=QuotaAmounts)
+    """`amount - consumed` (`limited` form)."""
+    last_charge: float = 0.0
+    closing: bool = False
+    """Being given back: nothing is admitted from it meanwhile."""
+    sent: tuple[int, QuotaAmounts, QuotaAmounts | None, float] | None = None
+    """The write whose answer is not known yet (lost, or failed in a way that may have
+    landed): its seq, what it moved into `used`, the reservation it wrote (None: given back),
+    and when it was sent."""
+
+    def usable(self, now: float) -> bool:
+        return not self.closing and now < self.valid_until
+
+    def take(self, charge: QuotaAmounts, now: float) -> None:
+        self.consumed = arithmetic.add(self.consumed, charge)
+        self.remaining = reservations.limited(
+            arithmetic.subtract(self.remaining, charge), self.hard
+        )
+        self.shape = charge
+        self.last_charge = now
+
+
 class QuotaLedger:
     """Charges, releases and recounts against VMQuotas, for one process."""
 
-    def __init__(self, quotas: store.QuotaStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        quotas: store.QuotaStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        reservation: int = 0,
+        holder: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = quotas
         self.clock = clock
         """Wall-clock seconds: charges are stamped with it and recounts compare against it."""
+        self.reservation = reservation
+        """How many charges of the last size a reservation holds; 0: none (every create waits
+        for its own compare-and-swap)."""
+        self.holder = holder or default_holder()
+        self.monotonic = monotonic
+        self._slabs: dict[str, Slab] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._last: dict[str, dict[str, Any]] = {}
         """The quota as we last wrote or read it; a guess, checked by the CAS."""
-        self._view: dict[str, tuple[dict[str, Any], str, QuotaAmounts, QuotaAmounts]] = {}
-        """Per namespace, the quota this ledger last wrote with its name, `spec.hard` and
-        `status.used` as they went into the write, so the next batch built on that answer does
-        not parse it again (the identity of the object says the view is of it)."""
+        self._view: dict[str, tuple[dict[str, Any], str, QuotaAmounts, QuotaAmounts, Any]] = {}
+        """Per namespace, the quota this ledger last wrote with its name, `spec.hard`,
+        `status.used` and the others' reservations as they went into the write, so the next
+        batch built on that answer does not parse it again (the identity of the object says
+        the view is of it)."""
         self._pending: dict[str, list[Waiter]] = {}
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,11 +198,18 @@ class QuotaLedger:
         return arithmetic.recount(await self.store.vms(ns), await self.store.flavors())
 
     async def _write(
-        self, raw: dict[str, Any], used: QuotaAmounts, *, charged: bool = False
+        self,
+        raw: dict[str, Any],
+        used: QuotaAmounts,
+        entries: dict[str, QuotaReservation],
+        *,
+        charged: bool = False,
     ) -> dict[str, Any]:
-        """Write `used`; `charged` stamps `status.lastChargeTime` in the same write."""
+        """Write `used` and the reservations; `charged` stamps `status.lastChargeTime` in the
+        same write."""
         started = time.perf_counter()
         body = store.status_body(raw, used)
+        body["status"]["reservations"] = reservations.to_status(entries)
         if charged:
             stamp = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
             body["status"]["lastChargeTime"] = stamp.isoformat().replace("+00:00", "Z")
@@ -147,7 +224,17 @@ class QuotaLedger:
 
         Charges that arrive while a write for their namespace is in flight wait for it, then
         are decided together and written with one compare-and-swap (group commit): a
-        namespace takes as many creates a second as batches fit in, not as many PUTs."""
+        namespace takes as many creates a second as batches fit in, not as many PUTs. With a
+        reservation that the charge fits in, it is admitted at once (and written within
+        `reservations.COMMIT_SECONDS`)."""
+        slab = self._slabs.get(namespace)
+        if slab is not None:
+            now = self.monotonic()
+            if slab.usable(now) and reservations.fits(slab.remaining, amount):
+                if not dry_run:
+                    slab.take(amount, now)
+                    metrics.QUOTA_RESERVED_CHARGES.inc()
+                return ChargeResult(True, slab.quota)
         waiter: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(namespace, []).append(
             (arithmetic.Request(amount, dry_run), waiter)
@@ -179,9 +266,16 @@ class QuotaLedger:
             self._flushing.discard(namespace)
 
     async def _charge_batch(
-        self, namespace: str, requests: list[arithmetic.Request]
+        self, namespace: str, requests: list[arithmetic.Request], *, commit: bool = False
     ) -> list[ChargeResult]:
-        metrics.QUOTA_BATCH_SIZE.observe(len(requests))
+        """Decide `requests` and write them, with what was admitted from this process's
+        reservation since its last write, and the reservation topped up and renewed (`commit`:
+        a round of the commit loop, which may also give an idle reservation back)."""
+        if requests:
+            metrics.QUOTA_BATCH_SIZE.observe(len(requests))
+        pending = self._slabs.get(namespace)
+        if pending is not None and pending.sent is not None:
+            self.forget(namespace)  # whether our last write landed: the quota as it is says
         raw = self._last.get(namespace)
         fresh = raw is None
         if fresh:
@@ -189,41 +283,219 @@ class QuotaLedger:
         conflicts = 0
         for _ in range(MAX_ATTEMPTS):
             if raw is None:
+                self._slabs.pop(namespace, None)
                 return [ChargeResult(True, conflicts=conflicts) for _ in requests]
             view = self._view.get(namespace)
             if view is not None and view[0] is raw:
-                _, name, hard, used = view
+                _, name, hard, used, others = view
             else:
                 quota = VMQuota.parse(raw)
                 name, hard = quota.metadata.name, quota.spec.hard
                 used = await self._used(raw)
-            decisions, total = arithmetic.decide_batch(hard, used, requests)
+                others = dict(quota.status.reservations)
+                self._reconcile(namespace, others.pop(self.holder, None), others)
+            slab = self._slabs.get(namespace)
+            now = self.monotonic()
+            admitting = [r.amount for r in requests if not r.dry_run]
+            if slab is not None and admitting:
+                slab.last_charge, slab.shape = now, admitting[-1]
+            closing = (
+                commit
+                and slab is not None
+                and slab.seq > 0
+                and now - slab.last_charge > reservations.IDLE_SECONDS
+            )
+            if slab is not None:
+                slab.closing = closing  # set before `moved` is taken: nothing slips in between
+            moved = slab.consumed if slab is not None else arithmetic.zero()
+            left = slab.remaining if slab is not None else arithmetic.zero()
+            base = reservations.held(arithmetic.add(used, moved), others)
+            held_now = arithmetic.add(base, left)
+            decisions, total = arithmetic.decide_batch(hard, held_now, requests)
             if not fresh and any(decisions):
                 # A denial must rest on the quota as it is now, not on our last view of it.
                 raw, fresh = await self._read(namespace), True
                 continue
-            if total != used or (raw.get("status") or {}).get("used") is None:
+            new_used = arithmetic.add(
+                arithmetic.add(used, moved), arithmetic.subtract(total, held_now)
+            )
+            amount = None if closing else self._topped_up(hard, total, left, slab, requests)
+            if amount is not None and slab is None:
+                slab = self._new_slab(namespace, name, hard, requests)
+            durable = slab.amount if slab is not None and slab.seq > 0 else None
+            renew = commit and slab is not None
+            if (
+                new_used != used
+                or amount != durable
+                or renew
+                or (raw.get("status") or {}).get("used") is None
+            ):
+                seq = slab.seq + 1 if slab is not None else 0
+                entries = dict(others)
+                if amount is not None:
+                    entries[self.holder] = reservations.entry(amount, self.clock(), seq)
+                sent = self.monotonic()
+                if slab is not None:
+                    slab.sent = (seq, moved, amount, sent)
                 try:
-                    raw = await self._write(raw, total, charged=total != used)
+                    raw = await self._write(raw, new_used, entries, charged=new_used != used)
                 except store.ConflictError:
                     conflicts += 1
                     raw, fresh = await self._read(namespace), True
                     continue
-                # The answer to our own compare-and-swap: `total` is its usage, and a status
-                # write leaves `spec.hard` as it was (a changed spec would have conflicted).
-                self._view[namespace] = (raw, name, hard, total)
+                finally:
+                    if slab is not None:
+                        slab.closing = False
+                if slab is not None:
+                    self._landed(namespace, slab, hard)
+                # The answer to our own compare-and-swap: `new_used` is its usage, and a
+                # status write leaves `spec.hard` as it was (a changed spec would have
+                # conflicted).
+                self._view[namespace] = (raw, name, hard, new_used, others)
+            elif slab is not None:
+                slab.closing = False
             self._last[namespace] = raw
             return [ChargeResult(not over, name, over, conflicts=conflicts) for over in decisions]
         self.forget(namespace)
         last = raw["metadata"]["name"] if raw else None
         return [ChargeResult(False, last, contended=True, conflicts=conflicts) for _ in requests]
 
+    def _topped_up(
+        self,
+        hard: QuotaAmounts,
+        held_now: QuotaAmounts,
+        left: QuotaAmounts,
+        slab: Slab | None,
+        requests: list[arithmetic.Request],
+    ) -> QuotaAmounts | None:
+        """The reservation to write: what is left of ours, topped up to `self.reservation` of
+        the last charge as far as the limits allow; None for none (reservations off, or none
+        held and no room for one)."""
+        if not self.reservation:
+            return None
+        shapes = [r.amount for r in requests if not r.dry_run]
+        shape = shapes[-1] if shapes else slab.shape if slab is not None else None
+        if shape is None:
+            return None
+        granted = reservations.grant(hard, held_now, left, shape, self.reservation)
+        if granted.charges == 0 and slab is None:
+            return None
+        return granted.amount
+
+    def _new_slab(
+        self, namespace: str, name: str, hard: QuotaAmounts, requests: list[arithmetic.Request]
+    ) -> Slab:
+        """A reservation of nothing yet, usable once its first write lands; and the loop that
+        writes what is admitted from it."""
+        none = reservations.limited(arithmetic.zero(), hard)
+        shape = [r.amount for r in requests if not r.dry_run][-1]
+        slab = Slab(name, hard, none, 0, 0.0, 0.0, shape, remaining=none)
+        slab.last_charge = self.monotonic()
+        self._slabs[namespace] = slab
+        task = asyncio.create_task(self._commits(namespace, slab))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return slab
+
+    def _landed(self, namespace: str, slab: Slab, hard: QuotaAmounts) -> None:
+        """Our write `slab.sent` landed: what it moved into `used` is off the reservation."""
+        assert slab.sent is not None, "a write was sent"
+        seq, moved, amount, sent = slab.sent
+        slab.sent = None
+        slab.seq = seq
+        slab.consumed = arithmetic.subtract(slab.consumed, moved)
+        if amount is None:
+            self._slabs.pop(namespace, None)  # given back
+            return
+        slab.hard, slab.amount, slab.renewed = hard, amount, sent
+        slab.remaining = reservations.limited(arithmetic.subtract(amount, slab.consumed), hard)
+        slab.valid_until = sent + reservations.TTL_SECONDS - reservations.MARGIN_SECONDS
+
+    def _reconcile(
+        self,
+        namespace: str,
+        mine: QuotaReservation | None,
+        others: dict[str, QuotaReservation],
+    ) -> None:
+        """Bring this process's reservation in line with the quota as read: a write whose
+        answer was lost may have landed (its seq says), and a recount may have dropped the
+        reservation once it settled (and counted what was admitted from it)."""
+        slab = self._slabs.get(namespace)
+        if slab is None:
+            if mine is not None:  # not ours to account for any more: it settles and goes
+                others[self.holder] = mine
+                self.holder = default_holder()
+            return
+        if slab.sent is not None:
+            if mine is not None and mine.seq == slab.sent[0]:
+                self._landed(namespace, slab, slab.hard)
+                return
+            if mine is None and slab.sent[2] is None:
+                self._slabs.pop(namespace, None)  # given back (or dropped: counted either way)
+                return
+            slab.sent = None  # it did not land
+        if mine is None:
+            if slab.seq > 0:
+                # Dropped by a recount after it settled: what we admitted from it is counted.
+                self._slabs.pop(namespace, None)
+            return
+        if mine.seq != slab.seq:  # not what we wrote: leave it to settle, hold no more under it
+            log.warning(
+                "reservation %s in %s is not as written; starting afresh", self.holder, namespace
+            )
+            self._slabs.pop(namespace, None)
+            others[self.holder] = mine
+            self.holder = default_holder()
+
+    async def give_back(self) -> None:
+        """Write what was admitted from this process's reservations and give them back (at
+        shutdown; one that fails to is held until it settles)."""
+        for namespace, slab in list(self._slabs.items()):
+            slab.last_charge = -float("inf")
+            try:
+                async with self._lock(namespace):
+                    await self._charge_batch(namespace, [], commit=True)
+            except Exception as e:
+                log.warning("giving back the quota reservation in %s failed: %s", namespace, e)
+
+    async def _commits(self, namespace: str, slab: Slab) -> None:
+        """Every `COMMIT_SECONDS`, write what was admitted from the reservation, and renew and
+        top it up before it runs low or out; give it back once idle."""
+        half = max(1, self.reservation // 2)
+        renew_every = reservations.TTL_SECONDS / 3
+        while self._slabs.get(namespace) is slab:
+            await asyncio.sleep(reservations.COMMIT_SECONDS)
+            if self._slabs.get(namespace) is not slab or slab.seq == 0:
+                continue
+            now = self.monotonic()
+            due = (
+                (slab.consumed.vms or 0) > 0
+                or now - slab.renewed > renew_every
+                or now - slab.last_charge > reservations.IDLE_SECONDS
+                or not reservations.fits(slab.remaining, reservations.times(slab.shape, half))
+            )
+            if not due:
+                continue
+            try:
+                async with self._lock(namespace):
+                    await self._charge_batch(namespace, [], commit=True)
+            except Exception as e:
+                self.forget(namespace)
+                log.warning("writing the quota reservation in %s failed: %s", namespace, e)
+
     async def _write_released(
-        self, raw: dict[str, Any], used: QuotaAmounts, released: list[str]
+        self,
+        raw: dict[str, Any],
+        used: QuotaAmounts,
+        released: list[str],
+        entries: dict[str, QuotaReservation] | None = None,
     ) -> dict[str, Any]:
-        """`_write` that also sets `status.released`, in the same compare-and-swap."""
+        """`_write` that also sets `status.released` (and the reservations, when given), in
+        the same compare-and-swap."""
         body = store.status_body(raw, used)
         body["status"]["released"] = released
+        if entries is not None:
+            body["status"]["reservations"] = reservations.to_status(entries)
         started = time.perf_counter()
         out = await self.store.write_status(body)
         metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
@@ -304,14 +576,22 @@ class QuotaLedger:
                 counted = arithmetic.recount(charged, await self.store.flavors())
                 status = VMQuota.parse(raw).status
                 last = status.last_charge_time
-                used = arithmetic.recounted_usage(
-                    counted,
-                    arithmetic.normalized(status.used),
-                    last.timestamp() if last else None,
-                    self.clock(),
-                )
+                now = self.clock()
+                kept = status.reservations
+                if any(not reservations.settled(r, now) for r in kept.values()):
+                    # A reservation may cover VMs admitted and not in `used` yet, which the
+                    # count includes: its holder writes them in. Nothing to correct now.
+                    used = arithmetic.normalized(status.used)
+                else:
+                    kept = {}  # settled: what was admitted from them is stored, and counted
+                    used = arithmetic.recounted_usage(
+                        counted,
+                        arithmetic.normalized(status.used),
+                        last.timestamp() if last else None,
+                        now,
+                    )
                 try:
-                    await self._write_released(raw, used, still)
+                    await self._write_released(raw, used, still, kept)
                     return used
                 except store.ConflictError:
                     continue

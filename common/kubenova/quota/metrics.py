@@ -29,5 +29,16 @@ QUOTA_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     registry=None,
 )
+QUOTA_RESERVED_CHARGES = Counter(
+    "kubenova_webhook_quota_reserved_charges_total",
+    "Charges admitted from this process's reservation, without a write of their own.",
+    registry=None,
+)
 
-COLLECTORS = (QUOTA_CONFLICTS, QUOTA_CHARGES, QUOTA_WRITE_SECONDS, QUOTA_BATCH_SIZE)
+COLLECTORS = (
+    QUOTA_CONFLICTS,
+    QUOTA_CHARGES,
+    QUOTA_WRITE_SECONDS,
+    QUOTA_BATCH_SIZE,
+    QUOTA_RESERVED_CHARGES,
+)

@@ -37,6 +37,21 @@ class VMQuotaSpec(Model):
     """Hard limits; a create that would pass one is denied."""
 
 
+_Holder = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class QuotaReservation(Model):
+    """Headroom one webhook process holds so that it admits creates without a write each."""
+
+    amount: QuotaAmounts
+    """Held and not yet in `used`: counted against `spec.hard` as if used."""
+    renew_time: dt.datetime
+    """When the holder last wrote it; it stops admitting from it 7 s later, and a recount may
+    drop it 40 s later (the VMs it admitted are stored by then)."""
+    seq: int = Field(ge=0)
+    """The holder's write counter: tells it, after a lost reply, whether its write landed."""
+
+
 class VMQuotaStatus(Model):
     """What is charged against the limits."""
 
@@ -44,6 +59,8 @@ class VMQuotaStatus(Model):
     """Charged now."""
     released: list[str] = Field(default_factory=list)
     """UIDs of deleted VMs whose charge is off `used` but whose quota finalizer may remain."""
+    reservations: dict[_Holder, QuotaReservation] = Field(default_factory=dict, max_length=64)
+    """Headroom held by webhook processes (`--quota-reservation`), by holder."""
     # Written together with `used` (one compare-and-swap): a recount does not count these VMs
     # and a second release does not subtract them again; recounts prune them.
     last_charge_time: dt.datetime | None = None

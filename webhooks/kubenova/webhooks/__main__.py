@@ -53,6 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if value
             else "token bucket, or 'off'",
         )
+    p.add_argument(
+        "--quota-reservation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold headroom for N creates of the last size per namespace in the VMQuota's "
+        "status.reservations and admit from it without a write each; what was admitted is "
+        "written into status.used within 50 ms (default 0: every create waits for its own "
+        "write, and status.used is exact the moment it is admitted)",
+    )
     p.add_argument("--shutdown-timeout", type=float, default=20.0, help="seconds to drain")
     p.add_argument(
         "--log-level",
@@ -76,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     session = aio.Session(api)
     cat = catalog.Catalog(session)
     quotas = store.ApiStore(session)
-    charges = ledger.QuotaLedger(quotas)
+    if args.quota_reservation < 0:
+        raise SystemExit("--quota-reservation must be 0 (off) or more")
+    charges = ledger.QuotaLedger(quotas, reservation=args.quota_reservation)
     adm = admission.Admission(session, cat, charges, ratelimit.RateLimiter(limits))
     auth = (
         server.ClientAuth(args.client_ca, frozenset(args.client_name)) if args.client_ca else None
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         await cat.start()
 
     async def stop_catalog(_: web.Application) -> None:
+        await charges.give_back()
         cat.stop()
         await quotas.session.close()
 

@@ -1,0 +1,222 @@
+"""Quota reservations (`--quota-reservation`): creates admitted from memory, written a batch at
+a time, and the count still exact across replicas, lost replies, crashes and recounts. Against
+the in-memory store of `test_ledger`, which checks the resourceVersion of every write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from kubenova.api.quota import QuotaAmounts
+from kubenova.quota import arithmetic, ledger, reservations, store
+from tests.unit.quota.test_ledger import ONE, FakeStore
+from tests.unit.webhooks.builders import make_vm
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reserving(s: store.QuotaStore, size: int = 8, **kwargs: Any) -> ledger.QuotaLedger:
+    return ledger.QuotaLedger(s, reservation=size, **kwargs)
+
+
+def held(s: FakeStore) -> QuotaAmounts:
+    assert s.obj is not None
+    status = s.obj["status"]
+    used = QuotaAmounts.model_validate(status["used"])
+    return reservations.held(used, reservations.parse(status))
+
+
+async def charge_n(book: ledger.QuotaLedger, n: int, *, dry_run: bool = False) -> int:
+    """Charge one at a time (as reviews arrive); how many were admitted."""
+    admitted = 0
+    for _ in range(n):
+        admitted += (await book.charge("ns", ONE, dry_run=dry_run)).admitted
+    return admitted
+
+
+def test_creates_are_admitted_from_the_reservation_and_written_in_batches() -> None:
+    s = FakeStore({"vms": 1000}, arithmetic.zero())
+
+    async def run() -> None:
+        book = reserving(s, 8)
+        assert await charge_n(book, 40) == 40
+        assert s.writes <= 6, "one write tops the reservation up for every 8 or so creates"
+        # Before its write, what was admitted from the reservation is held by it.
+        assert (held(s).vms or 0) >= 40
+        await asyncio.sleep(4 * reservations.COMMIT_SECONDS)
+        assert s.used.vms == 40, "written into used within the commit interval"
+        await book.give_back()
+        assert s.obj is not None
+        assert s.obj["status"]["reservations"] == {}
+        assert s.used.vms == 40
+
+    asyncio.run(run())
+
+
+def test_two_replicas_holding_reservations_never_admit_past_the_limit() -> None:
+    s = FakeStore({"vms": 25}, arithmetic.zero())
+
+    async def run() -> None:
+        a, b = reserving(s, 8), reserving(s, 8)
+        counts = await asyncio.gather(charge_n(a, 30), charge_n(b, 30), charge_n(a, 30))
+        assert sum(counts) == 25
+        assert (held(s).vms or 0) <= 25
+        await a.give_back()
+        await b.give_back()
+        assert s.used.vms == 25
+
+    asyncio.run(run())
+
+
+def test_a_dry_run_is_checked_against_the_reservation_and_takes_nothing() -> None:
+    s = FakeStore({"vms": 1000}, arithmetic.zero())
+
+    async def run() -> None:
+        book = reserving(s, 8)
+        assert await charge_n(book, 2) == 2
+        assert await charge_n(book, 5, dry_run=True) == 5
+        await book.give_back()
+        assert s.used.vms == 2
+
+    asyncio.run(run())
+
+
+class LosingStore(FakeStore):
+    """Lands the next `lose` writes and loses their replies: once as an error, once as the
+    409 a retried request gets after the first attempt landed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lose: list[type[Exception]] = []
+
+    async def write_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        out = await super().write_status(body)
+        if self.lose:
+            raise self.lose.pop(0)("the reply was lost")
+        return out
+
+
+@pytest.mark.parametrize("lost_as", [store.StoreError, store.ConflictError])
+def test_a_write_whose_reply_was_lost_is_found_by_its_seq_and_not_counted_twice(
+    lost_as: type[Exception],
+) -> None:
+    s = LosingStore({"vms": 1000}, arithmetic.zero())
+
+    async def run() -> None:
+        book = reserving(s, 8)
+        assert await charge_n(book, 5) == 5  # the first grant, then four from memory
+        s.lose.append(lost_as)
+        with contextlib.suppress(store.StoreError):
+            await book._charge_batch("ns", [], commit=True)  # moves the four into used
+        assert s.used.vms == 5, "the commit landed"
+        assert await charge_n(book, 20) == 20
+        await book.give_back()
+        assert s.used.vms == 25
+
+    asyncio.run(run())
+
+
+def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_after_it_settled() -> None:
+    s = FakeStore({"vms": 10}, arithmetic.zero())
+    clock = Clock()
+
+    async def run() -> None:
+        dead = reserving(s, 8, clock=clock)
+        assert await charge_n(dead, 6) == 6
+        # It dies here: some of its six are in no write of `used` yet.
+        dead._slabs.clear()
+        s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(6)]
+        assert (held(s).vms or 0) >= 6
+        live = ledger.QuotaLedger(s, clock=clock)
+        room = 10 - (held(s).vms or 0)
+        assert await charge_n(live, 10) == room
+        before = s.used.vms or 0
+        await live.recount("ns")
+        assert s.used.vms == before, "an unsettled reservation: the recount changes nothing"
+        clock.now += reservations.TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        s.vm_list = s.vm_list + [make_vm(f"vm-live-{i}", "ns") for i in range(before - 6)]
+        await live.recount("ns")
+        assert s.obj is not None
+        assert s.obj["status"]["reservations"] == {}
+        assert s.used.vms == len(s.vm_list), "the recount counts what the dead holder admitted"
+
+    asyncio.run(run())
+
+
+def test_a_holder_whose_reservation_a_recount_dropped_does_not_write_its_charges_again() -> None:
+    s = FakeStore({"vms": 1000}, arithmetic.zero())
+    clock, ticks = Clock(), Clock()
+
+    async def run() -> None:
+        book = reserving(s, 8, clock=clock, monotonic=ticks)
+        assert await charge_n(book, 3) == 3  # one in used, two only in the reservation
+        # Its writes stop getting through for longer than the reservation lasts...
+        ticks.now += reservations.TTL_SECONDS
+        clock.now += reservations.TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(3)]
+        await ledger.QuotaLedger(s, clock=clock).recount("ns")  # ...and a recount drops it
+        assert s.used.vms == 3
+        book.forget("ns")
+        assert await charge_n(book, 1) == 1, "not from memory: the reservation lapsed"
+        await book.give_back()
+        assert s.used.vms == 4
+
+    asyncio.run(run())
+
+
+def test_nothing_is_admitted_from_a_reservation_its_holder_could_not_renew() -> None:
+    s = FakeStore({"vms": 1000}, arithmetic.zero())
+    ticks = Clock()
+
+    async def run() -> None:
+        book = reserving(s, 8, monotonic=ticks)
+        await charge_n(book, 1)
+        writes = s.writes
+        await charge_n(book, 1)
+        assert s.writes == writes, "from memory"
+        ticks.now += reservations.TTL_SECONDS - reservations.MARGIN_SECONDS
+        await charge_n(book, 1)
+        assert s.writes == writes + 1, "past its time: decided and written as without one"
+
+    asyncio.run(run())
+
+
+def test_the_reservation_shrinks_to_the_room_left_and_the_limit_holds() -> None:
+    s = FakeStore({"vms": 5, "flavors": {"small": 3}}, arithmetic.zero())
+
+    async def run() -> None:
+        book = reserving(s, 32)
+        assert await charge_n(book, 10) == 3
+        assert (held(s).flavors.get("small") or 0) <= 3
+        await book.give_back()
+        assert s.used.vms == 3
+
+    asyncio.run(run())
+
+
+def test_a_grant_covers_only_the_limited_resources_and_never_passes_the_limit() -> None:
+    hard = QuotaAmounts(vms=10, vcpus=6)
+    none = reservations.limited(arithmetic.zero(), hard)
+    two = QuotaAmounts(vms=1, vcpus=2, memory=ONE.memory, gpus=0, flavors={"small": 1})
+    g = reservations.grant(hard, arithmetic.zero(), none, two, 32)
+    assert (g.charges, g.amount.vms, g.amount.vcpus, g.amount.memory) == (3, 3, 6, None)
+    assert reservations.fits(g.amount, two)
+    full = reservations.grant(hard, g.amount, g.amount, two, 2)
+    assert full.charges == 0, "already holds more than the size asked for"
+    left = g.amount
+    for _ in range(3):
+        left = reservations.limited(arithmetic.subtract(left, two), hard)
+    assert (left.vms, left.vcpus) == (0, 0)
+    assert not reservations.fits(left, two)
+    assert reservations.fits(left, QuotaAmounts(memory=ONE.memory)), "memory is not limited"
