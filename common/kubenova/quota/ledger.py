@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 """Compare-and-swap attempts before a charge is refused as contended (fail closed)."""
+MAX_HOLDERS = 64
+"""Reservations a VMQuota holds at most (the CRD's `maxProperties`)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class QuotaLedger:
         self.holder = holder or default_holder()
         self.monotonic = monotonic
         self._slabs: dict[str, Slab] = {}
+        self._observer = reservations.Observer()
+        """When this ledger's recounts first saw each reservation as it is."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._last: dict[str, dict[str, Any]] = {}
         """The quota as we last wrote or read it; a guess, checked by the CAS."""
@@ -305,10 +309,17 @@ class QuotaLedger:
                 and slab.seq > 0
                 and now - slab.last_charge > reservations.IDLE_SECONDS
             )
+            shrink = False
             if slab is not None:
-                slab.closing = closing  # set before `moved` is taken: nothing slips in between
+                # A limit lowered under what we hold: the reservation is granted afresh on top
+                # of the rest, and nothing is admitted from the old one meanwhile.
+                rest = reservations.held(arithmetic.add(used, slab.consumed), others)
+                shrink = slab.seq > 0 and bool(arithmetic.exceeded(hard, rest, slab.remaining))
+                slab.closing = closing or shrink  # before `moved` is taken: nothing slips in
             moved = slab.consumed if slab is not None else arithmetic.zero()
             left = slab.remaining if slab is not None else arithmetic.zero()
+            if shrink:
+                left = reservations.limited(arithmetic.zero(), hard)
             base = reservations.held(arithmetic.add(used, moved), others)
             held_now = arithmetic.add(base, left)
             decisions, total = arithmetic.decide_batch(hard, held_now, requests)
@@ -319,7 +330,7 @@ class QuotaLedger:
             new_used = arithmetic.add(
                 arithmetic.add(used, moved), arithmetic.subtract(total, held_now)
             )
-            amount = None if closing else self._topped_up(hard, total, left, slab, requests)
+            amount = None if closing else self._topped_up(others, hard, total, left, slab, requests)
             if amount is not None and slab is None:
                 slab = self._new_slab(namespace, name, hard, requests)
             durable = slab.amount if slab is not None and slab.seq > 0 else None
@@ -362,6 +373,7 @@ class QuotaLedger:
 
     def _topped_up(
         self,
+        others: dict[str, QuotaReservation],
         hard: QuotaAmounts,
         held_now: QuotaAmounts,
         left: QuotaAmounts,
@@ -373,6 +385,8 @@ class QuotaLedger:
         held and no room for one)."""
         if not self.reservation:
             return None
+        if slab is None and len(others) >= MAX_HOLDERS - 1:
+            return None  # keep a place for whoever comes next; decided one at a time meanwhile
         shapes = [r.amount for r in requests if not r.dry_run]
         shape = shapes[-1] if shapes else slab.shape if slab is not None else None
         if shape is None:
@@ -578,7 +592,7 @@ class QuotaLedger:
                 last = status.last_charge_time
                 now = self.clock()
                 kept = status.reservations
-                if any(not reservations.settled(r, now) for r in kept.values()):
+                if self._observer.unsettled(namespace, kept, self.monotonic()):
                     # A reservation may cover VMs admitted and not in `used` yet, which the
                     # count includes: its holder writes them in. Nothing to correct now.
                     used = arithmetic.normalized(status.used)

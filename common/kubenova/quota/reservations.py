@@ -11,14 +11,17 @@ What keeps the count exact:
 - **A holder stops admitting from it `TTL_SECONDS - MARGIN_SECONDS` after the write that
   renewed it was sent** (its own monotonic clock), whether or not later writes got through.
 - **A recount lowers or raises nothing while a reservation may still cover VMs that are not
-  in `used`** (`settled`: until `CHARGE_SETTLE_SECONDS` after it lapsed, by which time the API
-  server has stored or refused every create its holder admitted). Once all are settled, the
-  recount drops them and counts the stored VMs; a holder that finds its reservation dropped
-  has had its unwritten charges counted by that recount and writes them no more.
+  in `used`.** It drops a reservation only once it has seen it unchanged (same `seq`) for
+  `SETTLE_SECONDS` by its own clock: its holder stopped admitting from it within
+  `TTL_SECONDS - MARGIN_SECONDS` of the write, and the API server stored or refused each
+  create it admitted within `CHARGE_SETTLE_SECONDS` (the webhook timeout) after that. No two
+  machines' clocks are compared. With every reservation of the namespace dropped, the recount
+  counts the stored VMs; a holder that finds its reservation dropped has had its unwritten
+  charges counted by that recount, and writes them no more.
 - **A lost reply is told apart by `seq`**, the holder's write counter in its reservation.
 
 So a process that dies keeps its unused headroom held (usage too high, never too low) until
-the first recount after every reservation of the namespace has settled.
+a recount that has seen every reservation of the namespace settle.
 """
 
 from __future__ import annotations
@@ -49,10 +52,30 @@ def held(used: QuotaAmounts, reservations: Mapping[str, QuotaReservation]) -> Qu
     return total
 
 
-def settled(r: QuotaReservation, now: float) -> bool:
-    """Whether every create `r`'s holder admitted from it is stored or refused by now, so a
-    recount counts them (`now` in seconds since the epoch)."""
-    return now >= r.renew_time.timestamp() + TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS
+SETTLE_SECONDS = TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS
+"""How long a recount must have seen a reservation unchanged before it may drop it."""
+
+
+class Observer:
+    """When a recounter first saw each reservation as it is now (its own monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def unsettled(
+        self, namespace: str, found: Mapping[str, QuotaReservation], now: float
+    ) -> list[str]:
+        """The holders in `found` whose reservation may still cover unwritten charges."""
+        out = []
+        for holder, r in found.items():
+            seen = self._seen.get((namespace, holder))
+            if seen is None or seen[0] != r.seq:
+                self._seen[(namespace, holder)] = seen = (r.seq, now)
+            if now - seen[1] < SETTLE_SECONDS:
+                out.append(holder)
+        for key in [k for k in self._seen if k[0] == namespace and k[1] not in found]:
+            del self._seen[key]
+        return out
 
 
 def limited(amount: QuotaAmounts, hard: QuotaAmounts) -> QuotaAmounts:

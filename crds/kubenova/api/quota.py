@@ -46,8 +46,8 @@ class QuotaReservation(Model):
     amount: QuotaAmounts
     """Held and not yet in `used`: counted against `spec.hard` as if used."""
     renew_time: dt.datetime
-    """When the holder last wrote it; it stops admitting from it 7 s later, and a recount may
-    drop it 40 s later (the VMs it admitted are stored by then)."""
+    """When the holder last wrote it (it stops admitting from it 7 s after its write; a
+    recount drops it after seeing it unchanged for 40 s)."""
     seq: int = Field(ge=0)
     """The holder's write counter: tells it, after a lost reply, whether its write landed."""
 
@@ -59,7 +59,9 @@ class VMQuotaStatus(Model):
     """Charged now."""
     released: list[str] = Field(default_factory=list)
     """UIDs of deleted VMs whose charge is off `used` but whose quota finalizer may remain."""
-    reservations: dict[_Holder, QuotaReservation] = Field(default_factory=dict, max_length=64)
+    reservations: dict[_Holder, QuotaReservation] = Field(
+        default_factory=dict, max_length=64
+    )  # ledger.MAX_HOLDERS
     """Headroom held by webhook processes (`--quota-reservation`), by holder."""
     # Written together with `used` (one compare-and-swap): a recount does not count these VMs
     # and a second release does not subtract them again; recounts prune them.

@@ -127,25 +127,46 @@ def test_a_write_whose_reply_was_lost_is_found_by_its_seq_and_not_counted_twice(
     asyncio.run(run())
 
 
-def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_after_it_settled() -> None:
+class Cut:
+    """The store as seen by a holder cut off from the API server when `cut` is set."""
+
+    def __init__(self, s: FakeStore) -> None:
+        self.s, self.cut = s, False
+
+    def __getattr__(self, name: str) -> Any:
+        if self.cut:
+            raise store.StoreError("connection refused")
+        return getattr(self.s, name)
+
+
+async def settle(recounter: ledger.QuotaLedger, ticks: Clock) -> None:
+    """Recount twice, `SETTLE_SECONDS` apart on the recounter's clock."""
+    await recounter.recount("ns")
+    ticks.now += reservations.SETTLE_SECONDS + 1
+    await recounter.recount("ns")
+
+
+def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_saw_it_settle() -> None:
     s = FakeStore({"vms": 10}, arithmetic.zero())
-    clock = Clock()
+    ticks = Clock()
 
     async def run() -> None:
-        dead = reserving(s, 8, clock=clock)
+        dead = reserving(s, 8)
         assert await charge_n(dead, 6) == 6
         # It dies here: some of its six are in no write of `used` yet.
         dead._slabs.clear()
         s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(6)]
-        assert (held(s).vms or 0) >= 6
-        live = ledger.QuotaLedger(s, clock=clock)
+        assert (s.used.vms or 0) < 6 <= (held(s).vms or 0)
+        live = ledger.QuotaLedger(s, monotonic=ticks)
         room = 10 - (held(s).vms or 0)
         assert await charge_n(live, 10) == room
         before = s.used.vms or 0
         await live.recount("ns")
+        ticks.now += reservations.SETTLE_SECONDS - 1
+        await live.recount("ns")
         assert s.used.vms == before, "an unsettled reservation: the recount changes nothing"
-        clock.now += reservations.TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS + 1
         s.vm_list = s.vm_list + [make_vm(f"vm-live-{i}", "ns") for i in range(before - 6)]
+        ticks.now += 2
         await live.recount("ns")
         assert s.obj is not None
         assert s.obj["status"]["reservations"] == {}
@@ -156,21 +177,29 @@ def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_after_it_sett
 
 def test_a_holder_whose_reservation_a_recount_dropped_does_not_write_its_charges_again() -> None:
     s = FakeStore({"vms": 1000}, arithmetic.zero())
-    clock, ticks = Clock(), Clock()
+    ticks, recounter_ticks = Clock(), Clock()
 
     async def run() -> None:
-        book = reserving(s, 8, clock=clock, monotonic=ticks)
+        view = Cut(s)
+        book = reserving(view, 8, monotonic=ticks)
         assert await charge_n(book, 3) == 3  # one in used, two only in the reservation
+        assert s.used.vms == 1
         # Its writes stop getting through for longer than the reservation lasts...
+        view.cut = True
         ticks.now += reservations.TTL_SECONDS
-        clock.now += reservations.TTL_SECONDS + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        with pytest.raises(store.StoreError):  # not from memory: it could not renew
+            await book.charge("ns", ONE)
         s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(3)]
-        await ledger.QuotaLedger(s, clock=clock).recount("ns")  # ...and a recount drops it
+        recounter = ledger.QuotaLedger(s, monotonic=recounter_ticks)
+        await settle(recounter, recounter_ticks)  # ...and a recount drops it
+        assert s.obj is not None
+        assert s.obj["status"]["reservations"] == {}
         assert s.used.vms == 3
+        view.cut = False
         book.forget("ns")
-        assert await charge_n(book, 1) == 1, "not from memory: the reservation lapsed"
+        assert await charge_n(book, 1) == 1
         await book.give_back()
-        assert s.used.vms == 4
+        assert s.used.vms == 4, "its two unwritten charges were counted once, by the recount"
 
     asyncio.run(run())
 
@@ -220,3 +249,38 @@ def test_a_grant_covers_only_the_limited_resources_and_never_passes_the_limit() 
     assert (left.vms, left.vcpus) == (0, 0)
     assert not reservations.fits(left, two)
     assert reservations.fits(left, QuotaAmounts(memory=ONE.memory)), "memory is not limited"
+
+
+def test_a_lowered_limit_shrinks_the_reservation_at_the_next_write() -> None:
+    s = FakeStore({"vms": 100}, arithmetic.zero())
+
+    async def run() -> None:
+        book = reserving(s, 8)
+        assert await charge_n(book, 2) == 2
+        assert (held(s).vms or 0) == 9, "one in used, the second inside the reservation of 8"
+        s.bump(vms=3)  # an admin lowers the limit under what is held
+        await book._charge_batch("ns", [], commit=True)  # the commit loop's next round
+        assert held(s).vms == 3
+        assert await charge_n(book, 5) == 1
+        await book.give_back()
+        assert s.used.vms == 3
+
+    asyncio.run(run())
+
+
+def test_no_reservation_is_taken_where_the_quota_has_no_place_for_another() -> None:
+    s = FakeStore({"vms": 1000}, arithmetic.zero())
+    assert s.obj is not None
+    s.obj["status"]["reservations"] = {
+        f"gone-{i}": reservations.entry(arithmetic.zero(), 0.0, 1).to_dict()
+        for i in range(ledger.MAX_HOLDERS - 1)
+    }
+
+    async def run() -> None:
+        book = reserving(s, 8)
+        assert await charge_n(book, 3) == 3
+        assert s.writes == 3, "each decided and written on its own"
+        assert s.obj is not None
+        assert len(s.obj["status"]["reservations"]) == ledger.MAX_HOLDERS - 1
+
+    asyncio.run(run())
