@@ -35,6 +35,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "replicas": 3,
         "timeoutSeconds": 5,
         "logLevel": "debug",
+        "quotaReservation": 16,
         "rateLimits": {"namespaceCreates": "10/20", "clusterUpdates": "off"},
         "quotaReleaseLoop": False,
     },

@@ -130,6 +130,8 @@ def test_defaults_render_every_component_as_the_issue_asks(helm: Helm) -> None:
     webhooks = one(docs, "Deployment", "-webhooks")
     assert webhooks["spec"]["replicas"] >= 2
     assert webhooks["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    args = webhooks["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--quota-reservation")], "exact by default"
     pdb = one(docs, "PodDisruptionBudget", "-webhooks")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == webhooks["spec"]["selector"]["matchLabels"]
@@ -206,6 +208,7 @@ def test_custom_values_reach_the_objects(helm: Helm) -> None:
     args = webhooks["containers"][0]["args"]
     assert "--namespace-creates=10/20" in args and "--cluster-updates=off" in args
     assert "--log-level=debug" in args
+    assert "--quota-reservation=16" in args
 
     # cert-manager issues the certificate and injects the CA; the chart generates none (the
     # console's PKI stays the chart's own: a CA that signs console certificates only).
