@@ -67,6 +67,9 @@ class ChargeResult:
     contended: bool = False
     """Denied because the quota kept changing under us: retry."""
     conflicts: int = 0
+    reserved_elsewhere: bool = False
+    """Denied while other processes hold reservations in the quota (room that may come
+    free as they give them back)."""
 
 
 class ReleaseOutcome(StrEnum):
@@ -366,7 +369,13 @@ class QuotaLedger:
             elif slab is not None:
                 slab.closing = False
             self._last[namespace] = raw
-            return [ChargeResult(not over, name, over, conflicts=conflicts) for over in decisions]
+            elsewhere = bool(others)
+            return [
+                ChargeResult(
+                    not over, name, over, conflicts=conflicts, reserved_elsewhere=elsewhere
+                )
+                for over in decisions
+            ]
         self.forget(namespace)
         last = raw["metadata"]["name"] if raw else None
         return [ChargeResult(False, last, contended=True, conflicts=conflicts) for _ in requests]

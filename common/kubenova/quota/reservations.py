@@ -131,15 +131,16 @@ def grant(
     size: int,
 ) -> Grant:
     """Top a reservation with `remaining` left up to `size` of `charge`, as far as `spec.hard`
-    allows on top of `held_now` (which includes `remaining`). Never shrinks it: what is left
-    may be being admitted from as this is written."""
+    allows on top of `held_now` (which includes `remaining`), and never more than half the
+    room left: near the limit reservations dwindle, so that another replica, deciding on its
+    own, is not refused for room that one holds unused. Never shrinks it: what is left may be
+    being admitted from as this is written."""
     cap = limited(times(charge, size), hard)
 
     def allows(n: int) -> bool:
         more = times(charge, n)
-        return not arithmetic.exceeded(hard, held_now, more) and not arithmetic.exceeded(
-            cap, remaining, more
-        )
+        half = not arithmetic.exceeded(hard, held_now, times(charge, 2 * n))
+        return half and not arithmetic.exceeded(cap, remaining, more)
 
     lo, hi = 0, size
     while lo < hi:  # the largest n that `allows`; it is monotone in n

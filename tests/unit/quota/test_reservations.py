@@ -147,7 +147,7 @@ async def settle(recounter: ledger.QuotaLedger, ticks: Clock) -> None:
 
 
 def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_saw_it_settle() -> None:
-    s = FakeStore({"vms": 10}, arithmetic.zero())
+    s = FakeStore({"vms": 100}, arithmetic.zero())
     ticks = Clock()
 
     async def run() -> None:
@@ -158,8 +158,7 @@ def test_a_holder_that_dies_keeps_its_charges_held_until_a_recount_saw_it_settle
         s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(6)]
         assert (s.used.vms or 0) < 6 <= (held(s).vms or 0)
         live = ledger.QuotaLedger(s, monotonic=ticks)
-        room = 10 - (held(s).vms or 0)
-        assert await charge_n(live, 10) == room
+        assert await charge_n(live, 10) == 10
         before = s.used.vms or 0
         await live.recount("ns")
         ticks.now += reservations.SETTLE_SECONDS - 1
@@ -239,13 +238,12 @@ def test_a_grant_covers_only_the_limited_resources_and_never_passes_the_limit() 
     none = reservations.limited(arithmetic.zero(), hard)
     two = QuotaAmounts(vms=1, vcpus=2, memory=ONE.memory, gpus=0, flavors={"small": 1})
     g = reservations.grant(hard, arithmetic.zero(), none, two, 32)
-    assert (g.charges, g.amount.vms, g.amount.vcpus, g.amount.memory) == (3, 3, 6, None)
+    # Half the room at most: 6 vCPUs free, so one charge of 2, with 4 left to everyone else.
+    assert (g.charges, g.amount.vms, g.amount.vcpus, g.amount.memory) == (1, 1, 2, None)
     assert reservations.fits(g.amount, two)
-    full = reservations.grant(hard, g.amount, g.amount, two, 2)
-    assert full.charges == 0, "already holds more than the size asked for"
-    left = g.amount
-    for _ in range(3):
-        left = reservations.limited(arithmetic.subtract(left, two), hard)
+    full = reservations.grant(hard, g.amount, g.amount, two, 1)
+    assert full.charges == 0, "already holds the size asked for"
+    left = reservations.limited(arithmetic.subtract(g.amount, two), hard)
     assert (left.vms, left.vcpus) == (0, 0)
     assert not reservations.fits(left, two)
     assert reservations.fits(left, QuotaAmounts(memory=ONE.memory)), "memory is not limited"
@@ -260,7 +258,7 @@ def test_a_lowered_limit_shrinks_the_reservation_at_the_next_write() -> None:
         assert (held(s).vms or 0) == 9, "one in used, the second inside the reservation of 8"
         s.bump(vms=3)  # an admin lowers the limit under what is held
         await book._charge_batch("ns", [], commit=True)  # the commit loop's next round
-        assert held(s).vms == 3
+        assert held(s).vms == 2, "one free: too little to reserve half of"
         assert await charge_n(book, 5) == 1
         await book.give_back()
         assert s.used.vms == 3
@@ -282,5 +280,22 @@ def test_no_reservation_is_taken_where_the_quota_has_no_place_for_another() -> N
         assert s.writes == 3, "each decided and written on its own"
         assert s.obj is not None
         assert len(s.obj["status"]["reservations"]) == ledger.MAX_HOLDERS - 1
+
+    asyncio.run(run())
+
+
+def test_near_the_limit_a_refusal_says_another_replica_holds_room_and_it_comes_free() -> None:
+    s = FakeStore({"vms": 4}, arithmetic.zero())
+
+    async def run() -> None:
+        a, b = reserving(s, 8), ledger.QuotaLedger(s)
+        assert await charge_n(a, 1) == 1
+        assert held(s).vms == 2, "half the room left at most: 1 of 3"
+        assert await charge_n(b, 2) == 2
+        refused = await b.charge("ns", ONE)
+        assert (refused.admitted, refused.reserved_elsewhere) == (False, True)
+        await a.give_back()
+        assert (await b.charge("ns", ONE)).admitted
+        assert s.used.vms == 4
 
     asyncio.run(run())

@@ -161,6 +161,12 @@ class Admission:
                 f"{constants.REASON_QUOTA_EXCEEDED}: {req.who}: exceeded VMQuota "
                 f"{req.namespace}/{result.quota}: "
                 + "; ".join(str(x) for x in result.exceeded)
+                + (
+                    " (some of it is held unused by other webhook replicas' reservations, "
+                    "given back within seconds of their last create: retry)"
+                    if result.reserved_elsewhere
+                    else ""
+                )
                 + ". Delete VMs or ask an admin to raise spec.hard",
             )
         if result.quota is not None and not req.dry_run:
