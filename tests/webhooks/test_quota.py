@@ -432,11 +432,16 @@ def test_a_webhook_admitting_from_reservations_keeps_the_count_across_a_restart(
                 lambda: _used(test_cluster, wh_namespace) == _recounted(test_cluster, wh_namespace),
             )
         # The operator's recount, twice: it drops a reservation it has seen unchanged for
-        # SETTLE_SECONDS (its own clock, here moved on), the killed process's among them.
+        # SETTLE_SECONDS (its own clock, here moved on), the killed process's among them. Its
+        # wall clock is past the last charge's settle window too: a killed process may have
+        # charged a create that then failed (usage too high, which that recount heals).
         webhook.stop()  # the restarted process gives its reservation back
         session = aio.Session(client.api_client(str(test_cluster.kubeconfig)))
         ticks = [time.monotonic()]
-        book = ledger.QuotaLedger(store.ApiStore(session), monotonic=lambda: ticks[0])
+        settled = time.time() + arithmetic.CHARGE_SETTLE_SECONDS + 1
+        book = ledger.QuotaLedger(
+            store.ApiStore(session), clock=lambda: settled, monotonic=lambda: ticks[0]
+        )
         asyncio.run(ledger.recount_namespace(session, wh_namespace, book))
         ticks[0] += reservations.SETTLE_SECONDS + 1
         recounted = asyncio.run(ledger.recount_namespace(session, wh_namespace, book))
