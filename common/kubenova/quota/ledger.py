@@ -172,7 +172,9 @@ class QuotaLedger:
         self._locks: dict[str, asyncio.Lock] = {}
         self._last: dict[str, dict[str, Any]] = {}
         """The quota as we last wrote or read it; a guess, checked by the CAS."""
-        self._view: dict[str, tuple[dict[str, Any], str, QuotaAmounts, QuotaAmounts, Any]] = {}
+        self._view: dict[
+            str, tuple[dict[str, Any], str, QuotaAmounts, QuotaAmounts, dict[str, QuotaReservation]]
+        ] = {}
         """Per namespace, the quota this ledger last wrote with its name, `spec.hard`,
         `status.used` and the others' reservations as they went into the write, so the next
         batch built on that answer does not parse it again (the identity of the object says
@@ -208,15 +210,19 @@ class QuotaLedger:
         self,
         raw: dict[str, Any],
         used: QuotaAmounts,
-        entries: dict[str, QuotaReservation],
         *,
+        entries: dict[str, QuotaReservation] | None = None,
+        released: list[str] | None = None,
         charged: bool = False,
     ) -> dict[str, Any]:
-        """Write `used` and the reservations; `charged` stamps `status.lastChargeTime` in the
-        same write."""
+        """Write `used`, and in the same compare-and-swap the reservations and
+        `status.released` when given; `charged` stamps `status.lastChargeTime`."""
         started = time.perf_counter()
         body = store.status_body(raw, used)
-        body["status"]["reservations"] = reservations.to_status(entries)
+        if entries is not None:
+            body["status"]["reservations"] = reservations.to_status(entries)
+        if released is not None:
+            body["status"]["released"] = released
         if charged:
             stamp = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
             body["status"]["lastChargeTime"] = stamp.isoformat().replace("+00:00", "Z")
@@ -306,24 +312,24 @@ class QuotaLedger:
             admitting = [r.amount for r in requests if not r.dry_run]
             if slab is not None and admitting:
                 slab.last_charge, slab.shape = now, admitting[-1]
+            shape = admitting[-1] if admitting else slab.shape if slab is not None else None
             closing = (
                 commit
                 and slab is not None
                 and slab.seq > 0
                 and now - slab.last_charge > reservations.IDLE_SECONDS
             )
-            shrink = False
-            if slab is not None:
-                # A limit lowered under what we hold: the reservation is granted afresh on top
-                # of the rest, and nothing is admitted from the old one meanwhile.
-                rest = reservations.held(arithmetic.add(used, slab.consumed), others)
-                shrink = slab.seq > 0 and bool(arithmetic.exceeded(hard, rest, slab.remaining))
-                slab.closing = closing or shrink  # before `moved` is taken: nothing slips in
             moved = slab.consumed if slab is not None else arithmetic.zero()
             left = slab.remaining if slab is not None else arithmetic.zero()
-            if shrink:
-                left = reservations.limited(arithmetic.zero(), hard)
             base = reservations.held(arithmetic.add(used, moved), others)
+            if slab is not None:
+                # A limit lowered under what we hold: the reservation is granted afresh on top
+                # of the rest, and nothing is admitted from the old one meanwhile. Set with
+                # `moved` taken and no await in between: nothing slips in.
+                shrink = slab.seq > 0 and bool(arithmetic.exceeded(hard, base, left))
+                slab.closing = closing or shrink
+                if shrink:
+                    left = reservations.limited(arithmetic.zero(), hard)
             held_now = arithmetic.add(base, left)
             decisions, total = arithmetic.decide_batch(hard, held_now, requests)
             if not fresh and any(decisions):
@@ -333,9 +339,10 @@ class QuotaLedger:
             new_used = arithmetic.add(
                 arithmetic.add(used, moved), arithmetic.subtract(total, held_now)
             )
-            amount = None if closing else self._topped_up(others, hard, total, left, slab, requests)
+            amount = None if closing else self._topped_up(others, hard, total, left, slab, shape)
             if amount is not None and slab is None:
-                slab = self._new_slab(namespace, name, hard, requests)
+                assert shape is not None, "a reservation is granted for a charge's shape"
+                slab = self._new_slab(namespace, name, hard, shape)
             durable = slab.amount if slab is not None and slab.seq > 0 else None
             renew = commit and slab is not None
             if (
@@ -352,7 +359,9 @@ class QuotaLedger:
                 if slab is not None:
                     slab.sent = (seq, moved, amount, sent)
                 try:
-                    raw = await self._write(raw, new_used, entries, charged=new_used != used)
+                    raw = await self._write(
+                        raw, new_used, entries=entries, charged=new_used != used
+                    )
                 except store.ConflictError:
                     conflicts += 1
                     raw, fresh = await self._read(namespace), True
@@ -387,17 +396,15 @@ class QuotaLedger:
         held_now: QuotaAmounts,
         left: QuotaAmounts,
         slab: Slab | None,
-        requests: list[arithmetic.Request],
+        shape: QuotaAmounts | None,
     ) -> QuotaAmounts | None:
         """The reservation to write: what is left of ours, topped up to `self.reservation` of
-        the last charge as far as the limits allow; None for none (reservations off, or none
-        held and no room for one)."""
+        `shape` (the last charge) as far as the limits allow; None for none (reservations off,
+        or none held and no room for one)."""
         if not self.reservation:
             return None
         if slab is None and len(others) >= MAX_HOLDERS - 1:
             return None  # keep a place for whoever comes next; decided one at a time meanwhile
-        shapes = [r.amount for r in requests if not r.dry_run]
-        shape = shapes[-1] if shapes else slab.shape if slab is not None else None
         if shape is None:
             return None
         granted = reservations.grant(hard, held_now, left, shape, self.reservation)
@@ -405,13 +412,10 @@ class QuotaLedger:
             return None
         return granted.amount
 
-    def _new_slab(
-        self, namespace: str, name: str, hard: QuotaAmounts, requests: list[arithmetic.Request]
-    ) -> Slab:
+    def _new_slab(self, namespace: str, name: str, hard: QuotaAmounts, shape: QuotaAmounts) -> Slab:
         """A reservation of nothing yet, usable once its first write lands; and the loop that
         writes what is admitted from it."""
         none = reservations.limited(arithmetic.zero(), hard)
-        shape = [r.amount for r in requests if not r.dry_run][-1]
         slab = Slab(name, hard, none, 0, 0.0, 0.0, shape, remaining=none)
         slab.last_charge = self.monotonic()
         self._slabs[namespace] = slab
@@ -506,24 +510,6 @@ class QuotaLedger:
                 self.forget(namespace)
                 log.warning("writing the quota reservation in %s failed: %s", namespace, e)
 
-    async def _write_released(
-        self,
-        raw: dict[str, Any],
-        used: QuotaAmounts,
-        released: list[str],
-        entries: dict[str, QuotaReservation] | None = None,
-    ) -> dict[str, Any]:
-        """`_write` that also sets `status.released` (and the reservations, when given), in
-        the same compare-and-swap."""
-        body = store.status_body(raw, used)
-        body["status"]["released"] = released
-        if entries is not None:
-            body["status"]["reservations"] = reservations.to_status(entries)
-        started = time.perf_counter()
-        out = await self.store.write_status(body)
-        metrics.QUOTA_WRITE_SECONDS.observe(time.perf_counter() - started)
-        return out
-
     async def release(
         self,
         namespace: str,
@@ -559,7 +545,7 @@ class QuotaLedger:
                     keep.append(uid)
                 used = await self._used(raw)
                 try:
-                    await self._write_released(raw, arithmetic.subtract(used, amount), keep)
+                    await self._write(raw, arithmetic.subtract(used, amount), released=keep)
                 except store.ConflictError:
                     continue
                 done.difference_update(set(released) - set(keep))
@@ -599,7 +585,6 @@ class QuotaLedger:
                 counted = arithmetic.recount(charged, await self.store.flavors())
                 status = VMQuota.parse(raw).status
                 last = status.last_charge_time
-                now = self.clock()
                 kept = status.reservations
                 if self._observer.unsettled(namespace, kept, self.monotonic()):
                     # A reservation may cover VMs admitted and not in `used` yet, which the
@@ -611,10 +596,10 @@ class QuotaLedger:
                         counted,
                         arithmetic.normalized(status.used),
                         last.timestamp() if last else None,
-                        now,
+                        self.clock(),
                     )
                 try:
-                    await self._write_released(raw, used, still, kept)
+                    await self._write(raw, used, entries=kept, released=still)
                     return used
                 except store.ConflictError:
                     continue
