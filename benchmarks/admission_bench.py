@@ -169,9 +169,11 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
-def _mean_ms(m: dict[str, float], metric: str, **labels: str) -> tuple[float, int] | None:
-    """Mean in ms and count of a histogram's samples whose labels include `labels`, summed
-    over the rest."""
+def _mean(
+    m: dict[str, float], metric: str, labels: dict[str, str], scale: float = 1000.0
+) -> tuple[float, int] | None:
+    """Mean (times `scale`: seconds to ms by default) and count of a histogram's samples whose
+    labels include `labels`, summed over the rest."""
     total = count = 0.0
     for key, value in m.items():
         name, _, rest = key.partition("{")
@@ -182,7 +184,7 @@ def _mean_ms(m: dict[str, float], metric: str, **labels: str) -> tuple[float, in
                 total += value
             else:
                 count += value
-    return (total / count * 1000, int(count)) if count else None
+    return (total / count * scale, int(count)) if count else None
 
 
 API_STEPS = (
@@ -216,7 +218,7 @@ def api_side(m: dict[str, float]) -> str:
     """Mean time of each of `API_STEPS`, from (a delta of) kube-apiserver's metrics."""
     out = []
     for label, metric, labels in API_STEPS:
-        mean = _mean_ms(m, metric, **labels)
+        mean = _mean(m, metric, labels)
         if mean is not None:
             out.append(f"{label} {mean[0]:.2f} ms mean over {mean[1]}")
     return "; ".join(out) or "no requests recorded"
@@ -227,18 +229,17 @@ def server_side(m: dict[str, float]) -> str:
     connections the reviews came on, from (a delta of) the webhook's metrics."""
     out = []
     for hook in ("mutate", "validate"):
-        labels = f'{{kind="VirtualMachine",operation="CREATE",webhook="{hook}"}}'
-        total = m.get(f"kubenova_webhook_admission_seconds_sum{labels}", 0.0)
-        count = m.get(f"kubenova_webhook_admission_seconds_count{labels}", 0.0)
-        if count:
-            out.append(f"{hook} {total / count * 1000:.2f} ms mean over {int(count)} reviews")
+        labels = {"kind": "VirtualMachine", "operation": "CREATE", "webhook": hook}
+        mean = _mean(m, "kubenova_webhook_admission_seconds", labels)
+        if mean is not None:
+            out.append(f"{hook} {mean[0]:.2f} ms mean over {mean[1]} reviews")
     for metric, unit, scale in (
         ("kubenova_webhook_quota_write_seconds", "ms per quota write", 1000.0),
         ("kubenova_webhook_quota_batch_size", "charges per batch", 1.0),
     ):
-        total, count = m.get(f"{metric}_sum", 0.0), m.get(f"{metric}_count", 0.0)
-        if count:
-            out.append(f"{total / count * scale:.2f} {unit} (mean of {int(count)})")
+        mean = _mean(m, metric, {}, scale)
+        if mean is not None:
+            out.append(f"{mean[0]:.2f} {unit} (mean of {mean[1]})")
     if "kubenova_webhook_connections_total" in m:
         out.append(f"{int(m['kubenova_webhook_connections_total'])} connections")
     return "; ".join(out) or "no reviews recorded"

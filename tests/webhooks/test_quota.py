@@ -334,6 +334,26 @@ def _storm(
         done.set()
 
 
+def _restart_during_storm(
+    tc: LocalCluster, webhook: Webhook, ns: str, flavor: str, sig: signal.Signals
+) -> tuple[list[Any], str]:
+    """60 creates in waves of 5, the webhook stopped with `sig` and started again once 10 have
+    been answered; the replies, and the webhook's metrics just before the stop."""
+    replies: list[Any] = []
+    done = threading.Event()
+    storm = threading.Thread(target=_storm, args=(tc, ns, flavor, 60, replies, done))
+    storm.start()
+    try:
+        wait_for("some creates to be admitted", lambda: len(replies) >= 10)
+        metrics = webhook.metrics()
+        webhook.stop(sig)
+        webhook.start(webhook.limits)
+    finally:
+        storm.join(120)
+    assert done.is_set()
+    return replies, metrics
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
 def test_a_webhook_restarted_mid_run_loses_no_accounting(
     test_cluster: LocalCluster,
@@ -344,19 +364,7 @@ def test_a_webhook_restarted_mid_run_loses_no_accounting(
 ) -> None:
     room = 30
     _set_quota(test_cluster, wh_namespace, vms=room)
-    replies: list[Any] = []
-    done = threading.Event()
-    storm = threading.Thread(
-        target=_storm, args=(test_cluster, wh_namespace, flavor, 60, replies, done)
-    )
-    storm.start()
-    try:
-        wait_for("some creates to be admitted", lambda: len(replies) >= 10)
-        webhook.stop(sig)
-        webhook.start(webhook.limits)
-    finally:
-        storm.join(120)
-    assert done.is_set()
+    replies, _ = _restart_during_storm(test_cluster, webhook, wh_namespace, flavor, sig)
     during = [r for r in replies if r.status not in (201, 403)]
     assert during or sig == signal.SIGTERM, "some creates met the webhook down and failed closed"
     vms = _vms(test_cluster, wh_namespace)
@@ -403,24 +411,12 @@ def test_a_webhook_admitting_from_reservations_keeps_the_count_across_a_restart(
     webhook.stop()
     webhook.start([*shipped, "--quota-reservation=8"])
     try:
-        replies: list[Any] = []
-        done = threading.Event()
-        storm = threading.Thread(
-            target=_storm, args=(test_cluster, wh_namespace, flavor, 60, replies, done)
-        )
-        storm.start()
-        try:
-            wait_for("some creates to be admitted", lambda: len(replies) >= 10)
-            from_memory = [
-                float(line.split()[-1])
-                for line in webhook.metrics().splitlines()
-                if line.startswith("kubenova_webhook_quota_reserved_charges_total ")
-            ]
-            webhook.stop(sig)
-            webhook.start(webhook.limits)
-        finally:
-            storm.join(120)
-        assert done.is_set()
+        _, metrics = _restart_during_storm(test_cluster, webhook, wh_namespace, flavor, sig)
+        from_memory = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("kubenova_webhook_quota_reserved_charges_total ")
+        ]
         assert from_memory and from_memory[0] > 0, "some were admitted from a reservation"
         vms = _vms(test_cluster, wh_namespace)
         assert 0 < len(vms) <= room, "never over-admitted"
