@@ -19,12 +19,17 @@ from kubenova.api import constants
 from kubenova.api.flavor import Flavor
 from kubenova.api.quota import QuotaAmounts
 from kubenova.api.vm import VirtualMachine
+from kubenova.dev.faults import Fault, Rule
 from kubenova.kube import aio, client
 from kubenova.quota import arithmetic, ledger, reservations, store
 from tests.fixtures.cluster import LocalCluster, wait_for
+from tests.fixtures.faultproxy import Proxy
 from tests.fixtures.webhook import Webhook, create_vms, delete_unbound_vm, vm_manifest
 
 pytestmark = pytest.mark.apiserver
+
+UPDATE = frozenset({"update"})
+QUOTA_STATUS = frozenset({"vmquotas/status"})
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +326,37 @@ def test_two_ledgers_racing_on_one_quota_never_over_admit(
     assert sum(r.admitted for r in results) == 10
     assert sum(r.conflicts for r in results) > 0, "the two writers did meet at the CAS"
     assert _used(test_cluster, wh_namespace).vms == 10
+
+
+@pytest.mark.parametrize("size", [0, 8], ids=["exact", "reserving"])
+def test_a_quota_write_whose_reply_was_lost_is_counted_once(
+    test_cluster: LocalCluster, wh_namespace: str, flavor: str, fault_proxy: Proxy, size: int
+) -> None:
+    """The first charge's status PUT lands and its connection is reset: the client retries,
+    the retry is answered 409, and the ledger must find its own write there (by its seq), not
+    decide and charge the batch again."""
+    _set_quota(test_cluster, wh_namespace, vms=100)
+    one = arithmetic.charge_for(flavor, arithmetic.resources_of(_flavors(test_cluster)[flavor]))
+    namespaces = frozenset({wh_namespace})
+    fault_proxy.rules(
+        Rule(Fault.DROP_REPLY, verbs=UPDATE, resources=QUOTA_STATUS, namespaces=namespaces, times=1)
+    )
+    session = aio.Session(client.api_client(str(fault_proxy.kubeconfig("webhook"))))
+
+    async def run() -> list[ledger.ChargeResult]:
+        book = ledger.QuotaLedger(store.ApiStore(session), reservation=size)
+        try:
+            first = await book.charge(wh_namespace, one)
+            rest = [await book.charge(wh_namespace, one) for _ in range(4)]
+            await book.give_back()
+            return [first, *rest]
+        finally:
+            await session.close()
+
+    results = asyncio.run(run())
+    assert fault_proxy.plan.fired(0) == 1, "the reply to the first quota write was dropped"
+    assert all(r.admitted for r in results)
+    assert _used(test_cluster, wh_namespace).vms == 5
 
 
 def _storm(

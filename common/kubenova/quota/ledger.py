@@ -184,6 +184,8 @@ class QuotaLedger:
         self._tasks: set[asyncio.Task[None]] = set()
         self._finalized: dict[str, set[str]] = {}
         """Per namespace, uids in `status.released` whose VM has let go of its finalizer."""
+        self._seq: dict[str, int] = {}
+        """Per namespace, the `seq` of this holder's last write (reservation or receipt)."""
 
     def _lock(self, namespace: str) -> asyncio.Lock:
         lock = self._locks.get(namespace)
@@ -294,6 +296,8 @@ class QuotaLedger:
         if fresh:
             raw = await self._read(namespace)
         conflicts = 0
+        sent: tuple[int, list[ChargeResult]] | None = None
+        """The write answered 409: its seq, and the answers it carried."""
         for _ in range(MAX_ATTEMPTS):
             if raw is None:
                 self._slabs.pop(namespace, None)
@@ -306,7 +310,13 @@ class QuotaLedger:
                 name, hard = quota.metadata.name, quota.spec.hard
                 used = await self._used(raw)
                 others = dict(quota.status.reservations)
-                self._reconcile(namespace, others.pop(self.holder, None), others)
+                mine = others.pop(self.holder, None)
+                self._reconcile(namespace, mine, others)
+                if sent is not None and mine is not None and mine.seq == sent[0]:
+                    # A retried PUT whose first attempt landed: decided and counted already.
+                    log.info("the quota write in %s had landed (its reply was lost)", namespace)
+                    self._last[namespace] = raw
+                    return sent[1]
             slab = self._slabs.get(namespace)
             now = self.monotonic()
             admitting = [r.amount for r in requests if not r.dry_run]
@@ -345,25 +355,37 @@ class QuotaLedger:
                 slab = self._new_slab(namespace, name, hard, shape)
             durable = slab.amount if slab is not None and slab.seq > 0 else None
             renew = commit and slab is not None
+            elsewhere = reservations.holding(others)
+            results = [
+                ChargeResult(
+                    not over, name, over, conflicts=conflicts, reserved_elsewhere=elsewhere
+                )
+                for over in decisions
+            ]
             if (
                 new_used != used
                 or amount != durable
                 or renew
                 or (raw.get("status") or {}).get("used") is None
             ):
-                seq = slab.seq + 1 if slab is not None else 0
+                seq = self._seq[namespace] = self._seq.get(namespace, 0) + 1
                 entries = dict(others)
-                if amount is not None:
-                    entries[self.holder] = reservations.entry(amount, self.clock(), seq)
-                sent = self.monotonic()
+                # Ours: the reservation, or else a receipt of this write (none while giving
+                # back, or where the quota has no place for it).
+                ours = amount
+                if ours is None and not closing and len(others) < MAX_HOLDERS - 1:
+                    ours = reservations.limited(arithmetic.zero(), hard)
+                if ours is not None:
+                    entries[self.holder] = reservations.entry(ours, self.clock(), seq)
                 if slab is not None:
-                    slab.sent = (seq, moved, amount, sent)
+                    slab.sent = (seq, moved, amount, self.monotonic())
                 try:
                     raw = await self._write(
                         raw, new_used, entries=entries, charged=new_used != used
                     )
                 except store.ConflictError:
                     conflicts += 1
+                    sent = (seq, results) if ours is not None else None
                     raw, fresh = await self._read(namespace), True
                     continue
                 finally:
@@ -378,13 +400,7 @@ class QuotaLedger:
             elif slab is not None:
                 slab.closing = False
             self._last[namespace] = raw
-            elsewhere = bool(others)
-            return [
-                ChargeResult(
-                    not over, name, over, conflicts=conflicts, reserved_elsewhere=elsewhere
-                )
-                for over in decisions
-            ]
+            return results
         self.forget(namespace)
         last = raw["metadata"]["name"] if raw else None
         return [ChargeResult(False, last, contended=True, conflicts=conflicts) for _ in requests]
@@ -449,7 +465,9 @@ class QuotaLedger:
         reservation once it settled (and counted what was admitted from it)."""
         slab = self._slabs.get(namespace)
         if slab is None:
-            if mine is not None:  # not ours to account for any more: it settles and goes
+            if mine is not None and not reservations.covers_nothing(mine.amount):
+                # Not ours to account for any more: it settles and goes. (A receipt of ours
+                # holds nothing; the next write replaces it.)
                 others[self.holder] = mine
                 self.holder = default_holder()
             return
@@ -586,12 +604,15 @@ class QuotaLedger:
                 status = VMQuota.parse(raw).status
                 last = status.last_charge_time
                 kept = status.reservations
-                if self._observer.unsettled(namespace, kept, self.monotonic()):
+                unsettled = self._observer.unsettled(namespace, kept, self.monotonic())
+                if reservations.holding({h: kept[h] for h in unsettled}):
                     # A reservation may cover VMs admitted and not in `used` yet, which the
                     # count includes: its holder writes them in. Nothing to correct now.
                     used = arithmetic.normalized(status.used)
                 else:
-                    kept = {}  # settled: what was admitted from them is stored, and counted
+                    # The settled go: what was admitted from them is stored, and counted. Fresh
+                    # receipts stay, so their holders can still tell a lost reply apart.
+                    kept = {h: kept[h] for h in unsettled}
                     used = arithmetic.recounted_usage(
                         counted,
                         arithmetic.normalized(status.used),

@@ -18,7 +18,11 @@ What keeps the count exact:
   machines' clocks are compared. With every reservation of the namespace dropped, the recount
   counts the stored VMs; a holder that finds its reservation dropped has had its unwritten
   charges counted by that recount, and writes them no more.
-- **A lost reply is told apart by `seq`**, the holder's write counter in its reservation.
+- **A lost reply is told apart by `seq`**, the holder's write counter in its reservation. A
+  holder that writes a charge holding no reservation (none configured, or no room for one)
+  leaves a receipt instead: an entry that covers nothing, with the write's `seq`. So a PUT
+  that landed and whose retry was answered 409 is not decided and counted again. A receipt
+  holds nothing back: recounts correct the count past it, and drop it once it settled.
 
 So a process that dies keeps its unused headroom held (usage too high, never too low) until
 a recount that has seen every reservation of the namespace settle.
@@ -151,6 +155,18 @@ def grant(
             hi = mid - 1
     amount = limited(arithmetic.add(remaining, times(charge, lo)), hard)
     return Grant(lo, amount)
+
+
+def covers_nothing(amount: QuotaAmounts) -> bool:
+    """An entry that holds no room: a receipt, whose `seq` only tells whether its holder's
+    last write landed (a reservation used up is one too, until topped up)."""
+    memory = amount.memory is not None and amount.memory.value > 0
+    return not (amount.vms or amount.vcpus or amount.gpus or memory or any(amount.flavors.values()))
+
+
+def holding(entries: Mapping[str, QuotaReservation]) -> bool:
+    """Whether any of `entries` holds room."""
+    return any(not covers_nothing(r.amount) for r in entries.values())
 
 
 def entry(amount: QuotaAmounts, now: float, seq: int) -> QuotaReservation:

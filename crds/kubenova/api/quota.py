@@ -41,7 +41,8 @@ _Holder = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 class QuotaReservation(Model):
-    """Headroom one webhook process holds so that it admits creates without a write each."""
+    """Headroom one webhook process holds so that it admits creates without a write each; or,
+    with an amount of nothing, a receipt of its last write (a lost reply tells by `seq`)."""
 
     amount: QuotaAmounts
     """Held and not yet in `used`: counted against `spec.hard` as if used."""
@@ -62,7 +63,8 @@ class VMQuotaStatus(Model):
     reservations: dict[_Holder, QuotaReservation] = Field(
         default_factory=dict, max_length=64
     )  # ledger.MAX_HOLDERS
-    """Headroom held by webhook processes (`--quota-reservation`), by holder."""
+    """Headroom held by webhook processes (`--quota-reservation`), and receipts of their last
+    charges (nothing held), by holder."""
     # Written together with `used` (one compare-and-swap): a recount does not count these VMs
     # and a second release does not subtract them again; recounts prune them.
     last_charge_time: dt.datetime | None = None

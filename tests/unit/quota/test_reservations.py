@@ -136,6 +136,57 @@ def test_a_write_whose_reply_was_lost_is_found_by_its_seq_and_not_counted_twice(
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("size", [0, 8], ids=["exact", "reserving"])
+def test_a_charge_whose_write_landed_and_was_answered_409_is_counted_once(size: int) -> None:
+    """A retried PUT whose first attempt landed is answered 409: the batch it carried must not
+    be decided and written again. Its receipt (the holder's `seq`) says the write landed."""
+    s = LosingStore({"vms": 1000}, arithmetic.zero())
+
+    async def run() -> None:
+        book = ledger.QuotaLedger(s, reservation=size)
+        s.lose.append(store.ConflictError)
+        first = await book.charge("ns", ONE)  # a slow-path charge: no reservation yet
+        assert first.admitted
+        assert (held(s).vms or 0) >= 1
+        assert await charge_n(book, 3) == 3
+        await book.give_back()
+        assert s.used.vms == 4
+
+    asyncio.run(run())
+
+
+def test_a_receipt_holds_nothing_back_and_goes_once_settled() -> None:
+    """Without reservations a charge leaves a receipt (its seq); it counts for nothing, blocks
+    no recount and no other replica, and a recount drops it once it settled."""
+    s = FakeStore({"vms": 3}, arithmetic.zero())
+    wall, ticks = Clock(), Clock()
+
+    async def run() -> None:
+        a, b = ledger.QuotaLedger(s, wall), ledger.QuotaLedger(s, wall, monotonic=ticks)
+        assert await charge_n(a, 2) == 2
+        assert s.obj is not None
+        assert set(s.obj["status"]["reservations"]) == {a.holder}
+        assert held(s).vms == 2
+        assert await charge_n(b, 1) == 1
+        refused = await b.charge("ns", ONE)
+        assert (refused.admitted, refused.reserved_elsewhere) == (False, False)
+        assert set(s.obj["status"]["reservations"]) == {a.holder, b.holder}
+        # Drift: one of the three creates failed after admission; the recount corrects it at
+        # once (past the charges' settle window), receipts or not, and keeps them while fresh.
+        s.vm_list = [make_vm(f"vm-{i}", "ns") for i in range(2)]
+        wall.now += arithmetic.CHARGE_SETTLE_SECONDS + 1
+        assert (await b.recount("ns") or arithmetic.zero()).vms == 2
+        assert set(s.obj["status"]["reservations"]) == {a.holder, b.holder}
+        ticks.now += reservations.SETTLE_SECONDS + 1
+        await b.recount("ns")
+        assert s.obj["status"]["reservations"] == {}
+        assert await charge_n(a, 2) == 1, "room for one more, and a new receipt"
+        assert s.used.vms == 3
+        assert set(s.obj["status"]["reservations"]) == {a.holder}
+
+    asyncio.run(run())
+
+
 class Cut:
     """The store as seen by a holder cut off from the API server when `cut` is set."""
 
