@@ -605,14 +605,15 @@ class QuotaLedger:
                 last = status.last_charge_time
                 kept = status.reservations
                 unsettled = self._observer.unsettled(namespace, kept, self.monotonic())
-                if reservations.holding({h: kept[h] for h in unsettled}):
+                fresh = {h: kept[h] for h in unsettled}
+                if reservations.holding(fresh):
                     # A reservation may cover VMs admitted and not in `used` yet, which the
                     # count includes: its holder writes them in. Nothing to correct now.
                     used = arithmetic.normalized(status.used)
                 else:
                     # The settled go: what was admitted from them is stored, and counted. Fresh
                     # receipts stay, so their holders can still tell a lost reply apart.
-                    kept = {h: kept[h] for h in unsettled}
+                    kept = fresh
                     used = arithmetic.recounted_usage(
                         counted,
                         arithmetic.normalized(status.used),
