@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))  # the webhook test fixtures are the harness
 from tests.fixtures.cluster import LocalCluster, wait_for  # noqa: E402
 from tests.fixtures.webhook import TEST_LABEL, KubeHTTP, start_webhook, vm_manifest  # noqa: E402
 
-from kubenova.dev import cluster  # noqa: E402
+from kubenova.dev import cluster, machine  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,6 +72,10 @@ class Run:
     """CPU seconds each process used during the measured run."""
     api: dict[str, float] = field(default_factory=dict)
     """What kube-apiserver's metrics grew by during the measured run."""
+    stolen_cores: float = float("nan")
+    """CPU the host gave to others meanwhile (`kubenova.dev.machine`)."""
+    reference_ms: float = float("nan")
+    """The machine's speed meanwhile: the reference work's median CPU ms (lower is faster)."""
 
     @property
     def rate(self) -> float:
@@ -130,9 +134,11 @@ def _measure(
     flavor: str,
     args: argparse.Namespace,
     pids: dict[str, int],
+    speed_file: Path,
 ) -> tuple[Run, int]:
-    """The measured run with the CPU each process in `pids` used during it, and how many
-    warm-up creates were admitted before it."""
+    """The measured run with the CPU each process in `pids` used during it and the machine's
+    speed meanwhile (the probe's samples in `speed_file`), and how many warm-up creates were
+    admitted before it."""
     http = KubeHTTP(tc.kubeconfig)
     warm = None
     if args.warmup:
@@ -140,11 +146,16 @@ def _measure(
     api_before = parse_metrics(_api_metrics(tc))
     before = {n: cpu_seconds(pid) for n, pid in pids.items()}
     client_before = sum(os.times()[:2])
+    ticks0, t0 = machine.CpuTicks.now(), time.monotonic()
     run = asyncio.run(_drive(http, ns, name, flavor, args.rate, args.duration))
+    ticks1, t1 = machine.CpuTicks.now(), time.monotonic()
     cpu = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items()}
     cpu["load generator"] = sum(os.times()[:2]) - client_before
     api = metrics_delta(api_before, parse_metrics(_api_metrics(tc)))
-    return replace(run, cpu=cpu, api=api), warm.ok if warm else 0
+    _, stolen = ticks1.cores_since(ticks0, os.cpu_count() or 1)
+    samples = machine.samples_between(speed_file.read_text().splitlines(), t0, t1)
+    run = replace(run, cpu=cpu, api=api, stolen_cores=stolen)
+    return replace(run, reference_ms=machine.median_ms(samples)), warm.ok if warm else 0
 
 
 def _api_metrics(tc: LocalCluster) -> str:
@@ -410,13 +421,19 @@ def _bench(tc: LocalCluster, folder: Path, args: argparse.Namespace) -> None:
     flags = {m: [*limits, f"--quota-reservation={m}"] for m in modes}
     wh = start_webhook(tc, folder / "webhook", flags[modes[0]], release_loop=False)
     profiler = Profiler(args.profile)
+    speed_file = folder / "speed.txt"
+    speed_file.write_text("")
+    speed = subprocess.Popen(
+        [sys.executable, "-m", "kubenova.dev.machine", "--probe", str(speed_file)],
+        stdin=subprocess.DEVNULL,
+    )
     runs: list[tuple[Run, Run, str, str | None]] = []
     admitted = 0
     try:
         for r in range(1, args.rounds + 1):
             wh.unregister()
             wait_for("the webhooks to be unregistered", lambda: not _hooked(http, ns, "bench"))
-            baseline, _ = _measure(tc, base_ns, f"base-{r}", "bench", args, plane_pids)
+            baseline, _ = _measure(tc, base_ns, f"base-{r}", "bench", args, plane_pids, speed_file)
             wh.register()
             for m in modes:
                 if wh.limits != flags[m]:
@@ -427,12 +444,16 @@ def _bench(tc: LocalCluster, folder: Path, args: argparse.Namespace) -> None:
                 pids = {**plane_pids, "webhook": wh.server.proc.pid}
                 before = parse_metrics(wh.metrics())
                 profiler.start(pids["webhook"], f"webhook-{_mode(m)}-{r}")
-                hooked, warm_ok = _measure(tc, ns, f"{_mode(m)}-{r}", "bench", args, pids)
+                hooked, warm_ok = _measure(
+                    tc, ns, f"{_mode(m)}-{r}", "bench", args, pids, speed_file
+                )
                 profile = profiler.stop()
                 inside = server_side(metrics_delta(before, parse_metrics(wh.metrics())))
                 runs.append((baseline, hooked, inside, profile))
                 admitted += hooked.ok + warm_ok
     finally:
+        speed.kill()
+        speed.wait()
         profiler.stop()
         wh.unregister()
         wh.stop()
@@ -460,7 +481,10 @@ def _bench(tc: LocalCluster, folder: Path, args: argparse.Namespace) -> None:
         for run in (baseline, hooked):
             per = ", ".join(f"{n} {sec / run.sent * 1000:.2f}" for n, sec in run.cpu.items())
             total = sum(run.cpu.values()) / run.sent * 1000
-            print(f"  CPU ms per create, {run.name}: {per}; total {total:.2f}")
+            print(
+                f"  CPU ms per create, {run.name}: {per}; total {total:.2f} (machine: reference "
+                f"work {run.reference_ms:.1f} ms, {run.stolen_cores:.2f} cores stolen)"
+            )
         if profile:
             print(profile)
     print(f"VMQuota charged {used} VMs for {admitted} creates admitted (with warm-up)")

@@ -76,6 +76,7 @@ from kubenova.api import constants
 from kubenova.api.host import HostCapacity, HostLoad, HostPhase, HostStatus, NUMACell
 from kubenova.api.meta import Condition, ConditionStatus
 from kubenova.api.quantity import Quantity
+from kubenova.dev import machine
 
 NS = "bench"
 SYSTEM_NS = "kubenova-system"
@@ -427,6 +428,17 @@ def parse_sides(spec: str, default_rev: str) -> list[tuple[str, str | None]]:
     return sides
 
 
+def turn_names(names: list[str]) -> list[str]:
+    """The sides' names, a name given twice (an A B B A run) told apart by its turn:
+    `kube-scheduler`, `kubenova@abc1234`, `kubenova@abc1234 #2`, `kube-scheduler #2`."""
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return out
+
+
 SIDE_KINDS = ("kube-scheduler", "kubenova")
 IDENTITY_KINDS = ("admin", "deployed")
 DEFAULT_IDENTITIES = "kube-scheduler=admin,kubenova=deployed"
@@ -495,14 +507,6 @@ def status_kib(status_text: str, key: str) -> int:
     return 0
 
 
-def machine_busy_ticks(proc_stat_text: str) -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat's first line."""
-    parts = [int(x) for x in proc_stat_text.splitlines()[0].split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    total = sum(parts[:8])
-    return total - idle, total
-
-
 def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
     """From py-spy's collapsed stacks ("a;b;c 12" a line): the `n` frames with the most
     samples, as (frame, own share, inclusive share) — own: the frame on top of the stack."""
@@ -553,6 +557,11 @@ class SideResult:
     """That delay for the last binding: how much of "all bound" is the watch's own lag."""
     machine_busy_cores: float = float("nan")
     others_cores: float = float("nan")
+    stolen_cores: float = float("nan")
+    """CPU the host gave to others while ours wanted to run (/proc/stat's steal)."""
+    reference_ms: float = float("nan")
+    """The machine's speed over the window: the median CPU ms of `kubenova.dev.machine`'s
+    fixed reference work, sampled every few seconds (lower is faster)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -604,6 +613,8 @@ def render_table(results: Sequence[SideResult]) -> str:
         ("  at the last bind", lambda r: _f(r.last_lag_s, ".0f", " s")),
         ("machine busy (of 2 cores)", lambda r: _f(r.machine_busy_cores, ".2f", " cores")),
         ("  of which not this benchmark's", lambda r: _f(r.others_cores, ".2f", " cores")),
+        ("CPU stolen by the host", lambda r: _f(r.stolen_cores, ".2f", " cores")),
+        ("reference work CPU, median (machine speed)", lambda r: _f(r.reference_ms, ".1f", " ms")),
     ]
     head = f"| {results[0].hosts:,} hosts, {results[0].objects:,} objects | " + " | ".join(
         r.side for r in results
@@ -645,10 +656,6 @@ def peak_mib(pid: int) -> float:
         return status_kib(Path(f"/proc/{pid}/status").read_text(), "VmHWM") / 1024
     except (FileNotFoundError, ProcessLookupError):
         return float("nan")
-
-
-def machine_ticks() -> tuple[int, int]:
-    return machine_busy_ticks(Path("/proc/stat").read_text())
 
 
 class Reaper:
@@ -1062,7 +1069,9 @@ class Side:
 
         self.run = run
         self.name = name or self.kind
-        self.folder = run.folder / self.name
+        self.slug = self.name.replace(" #", "-")
+        """The name as a file name."""
+        self.folder = run.folder / self.slug
         self.folder.mkdir(parents=True)
         self.plane = cluster.ControlPlane(
             self.folder / "cp", run.bin_dir, die_with_parent=True,
@@ -1073,6 +1082,8 @@ class Side:
         self.load: LeaseLoad | None = None
         self.kubeconfig = self.plane.kubeconfig
         """The scheduler's kubeconfig (the identity it logs in as)."""
+        self.speed_file = self.folder / "speed.txt"
+        """The machine speed probe's samples (`kubenova.dev.machine`)."""
 
     def say(self, message: str) -> None:
         print(f"  [{self.name}] {message}", flush=True)
@@ -1107,6 +1118,11 @@ class Side:
         run, r = self.run, self.result
         REAPER.planes.append(self.plane)
         self.plane.up(log=self.say)
+        self.speed_file.write_text("")
+        probe = REAPER.spawn(
+            [sys.executable, "-m", "kubenova.dev.machine", "--probe", str(self.speed_file)],
+            self.folder / "speed-probe.log",
+        )
         api = self.api = Api(self.plane.kubeconfig, connections=max(64, run.writers * 2))
         try:
             await self.prepare(api)
@@ -1156,8 +1172,8 @@ class Side:
                 cpu_seconds(etcd),
                 cpu_seconds(self.load.proc.pid),
             )
-            me0 = cpu_seconds(os.getpid())
-            busy0, total0 = machine_ticks()
+            me0, probe0 = cpu_seconds(os.getpid()), cpu_seconds(probe.pid)
+            ticks0 = machine.CpuTicks.now()
             t_start = time.monotonic()
             scheduler = self.start_scheduler()
             profiler = self._profile(scheduler.pid) if run.profile and self.profiled else None
@@ -1187,13 +1203,16 @@ class Side:
             r.scheduler_cpu_s = cpu_seconds(scheduler.pid)
             r.apiserver_cpu_s = cpu_seconds(apiserver) - api0
             r.etcd_cpu_s = cpu_seconds(etcd) - etcd0
-            busy1, total1 = machine_ticks()
+            ticks1 = machine.CpuTicks.now()
             window = time.monotonic() - t_start
             load_cpu = cpu_seconds(self.load.proc.pid) - load_cpu0
             ours = r.scheduler_cpu_s + r.apiserver_cpu_s + r.etcd_cpu_s + load_cpu
-            ours += cpu_seconds(os.getpid()) - me0
-            cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+            ours += cpu_seconds(os.getpid()) - me0 + cpu_seconds(probe.pid) - probe0
+            cores, r.stolen_cores = ticks1.cores_since(ticks0, os.cpu_count() or 1)
             r.machine_busy_cores = cores
+            r.reference_ms = machine.median_ms(
+                machine.samples_between(self.speed_file.read_text().splitlines(), t_start, ended)
+            )
             r.others_cores = max(0.0, cores - ours / window)
             r.scheduler_peak_mib = peak_mib(scheduler.pid)
             load1 = self.load.stats()
@@ -1261,7 +1280,7 @@ class Side:
         if status != 200:
             self.say(f"kube-apiserver's profile: {status} {data[:200]!r}")
             return
-        kept = self.run.folder.parent / f"apiserver-profile-{self.name}.pb.gz"
+        kept = self.run.folder.parent / f"apiserver-profile-{self.slug}.pb.gz"
         kept.write_bytes(data)
         go = shutil.which("go")
         if go is None:
@@ -1284,7 +1303,7 @@ class Side:
         if not out.exists():
             self.say(f"py-spy wrote no profile; see {self.folder / 'py-spy.log'}")
             return
-        kept = self.run.folder.parent / f"placement-profile-{self.name}.txt"
+        kept = self.run.folder.parent / f"placement-profile-{self.slug}.txt"
         shutil.copy(out, kept)
         print(f"\n  [{self.name}] profile of the scheduler (py-spy, collapsed stacks in {kept}):")
         print("     own   incl.  frame")
@@ -1611,14 +1630,18 @@ async def _main(a: argparse.Namespace) -> int:
         version = subprocess.check_output([str(scheduler_bin), "--version"], text=True).strip()
         print(f"# kube-scheduler: {scheduler_bin} ({version})")
     results: list[SideResult] = []
-    for kind, rev in sides:
+    names = turn_names(
+        [kind if kind == "kube-scheduler" else
+         f"kubenova@{sources[rev][1][:7] if rev is not None else 'worktree'}"
+         for kind, rev in sides]
+    )  # fmt: skip
+    for (kind, rev), name in zip(sides, names, strict=True):
         side: Side
+        src: Path | None = None
+        src, sha = sources[rev] if rev is not None else (None, "")
         if kind == "kube-scheduler":
-            side = KubeSchedulerSide(run)
+            side = KubeSchedulerSide(run, name)
         else:
-            src: Path | None = None
-            src, sha = sources[rev] if rev is not None else (None, "")
-            name = f"kubenova@{sha[:7]}" if sha else "kubenova@worktree"
             print(f"# {name}: the operator from {_describe_source(src, sha)}")
             side = KubenovaSide(run, name, src)
         print(f"\n## {side.name}", flush=True)

@@ -184,11 +184,6 @@ def test_peak_rss_is_read_from_vmhwm() -> None:
     assert pb.status_kib(status, "VmSwap") == 0
 
 
-def test_machine_busy_ticks_count_everything_but_idle_and_iowait() -> None:
-    text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
-    assert pb.machine_busy_ticks(text) == (160, 980)
-
-
 # -- the profile summary and the table ---------------------------------------------------------
 
 
@@ -228,6 +223,17 @@ def test_sides_name_the_commit_each_operator_runs_from() -> None:
     assert pb.parse_sides("kubenova@worktree", "HEAD") == [("kubenova", None)]
     with pytest.raises(ValueError, match="'kube-schedular' is not kube-scheduler or kubenova"):
         pb.parse_sides("kube-schedular", "HEAD")
+
+
+def test_a_side_named_twice_is_told_apart_by_its_turn() -> None:
+    names = ["kube-scheduler", "kubenova@abc1234", "kubenova@abc1234", "kube-scheduler"]
+    assert pb.turn_names(names) == [
+        "kube-scheduler",
+        "kubenova@abc1234",
+        "kubenova@abc1234 #2",
+        "kube-scheduler #2",
+    ]
+    assert pb.turn_names(["kubenova@a", "kubenova@b"]) == ["kubenova@a", "kubenova@b"]
 
 
 def test_identities_name_how_each_side_logs_in_and_an_unnamed_side_is_the_admin() -> None:
