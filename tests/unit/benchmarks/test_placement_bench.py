@@ -207,8 +207,27 @@ def test_the_table_has_a_column_per_side_and_a_dash_for_what_was_not_measured() 
     assert "| binds/s | 500 | 50 |" in lines
     assert "| kube-apiserver CPU per bind | 3.00 ms | – |" in lines
     assert "|   net of the background | 20.0 s | – |" in lines
+    assert "|   net of the Lease load achieved | – | – |" in lines  # renewals not measured
     assert "| API writes per bound object | 1.00 | 0.00 |" in lines
     assert "| objects bound | 10,000 of 10,000 | 5,000 of 10,000 |" in lines
+
+
+def test_the_net_counts_only_the_lease_renewals_that_got_through() -> None:
+    r = pb.SideResult("kube-scheduler", 1000, 10_000, bound=10_000, all_bound_s=50.0)
+    r.apiserver_cpu_s, r.apiserver_background_cpu_per_s = 50.0, 0.5
+    r.background_renewals_per_s = 100.0
+    r.lease_renewals_per_s = 100.0
+    assert r.apiserver_net_load_cpu_s == r.apiserver_net_cpu_s == 25.0
+    r.lease_renewals_per_s = 64.0  # the generator fell behind: 64 % of the background's load
+    assert r.apiserver_net_cpu_s == 25.0
+    assert math.isclose(r.apiserver_net_load_cpu_s, 50.0 - 0.5 * 50.0 * 0.64)
+    assert math.isclose(r.apiserver_net_load_ms_per_bind, 3.4)
+
+
+def test_renewals_per_second_come_from_two_stats_and_not_from_one_second() -> None:
+    assert pb.renewals_per_s({"renewals": 100, "t": 10}, {"renewals": 1100, "t": 20}) == 100
+    assert math.isnan(pb.renewals_per_s({}, {"renewals": 5, "t": 2}))
+    assert math.isnan(pb.renewals_per_s({"renewals": 5, "t": 2}, {"renewals": 5, "t": 2}))
 
 
 # -- the sides and the operator's log ----------------------------------------------------------
