@@ -106,3 +106,30 @@ def test_object_paths_quote_what_they_carry() -> None:
         "/apis/kubenova.io/v1alpha1/namespaces/ns/virtualmachines/a"
     )
     assert aio.object_path("", "v1", "nodes", "a/b?c", None) == "/api/v1/nodes/a%2Fb%3Fc"
+
+
+def test_the_auth_headers_are_read_again_only_after_their_ttl() -> None:
+    """Each ask for the official client's auth settings reloads a kubeconfig's credentials,
+    so a Session keeps them for AUTH_TTL seconds; a token rotated meanwhile arrives after."""
+    config = kubernetes.client.Configuration("https://127.0.0.1:1")
+    config.api_key_prefix["BearerToken"] = "Bearer"
+    config.api_key["BearerToken"] = "stale"
+    asked: list[str] = []
+    tokens = iter(["first", "second"])
+
+    def refresh(c: kubernetes.client.Configuration) -> None:
+        asked.append("refresh")
+        c.api_key["BearerToken"] = next(tokens)
+
+    config.refresh_api_key_hook = refresh  # type: ignore[assignment]  # typed as None in the stubs
+    now = [100.0]
+    session = aio.Session(kubernetes.client.ApiClient(config), clock=lambda: now[0])
+    for _ in range(50):
+        assert session.headers()["authorization"] == "Bearer first"
+    assert asked == ["refresh"]
+    session.headers()["authorization"] = "changed by a caller"
+    now[0] += aio.AUTH_TTL - 0.1
+    assert session.headers()["authorization"] == "Bearer first"
+    now[0] += 0.1
+    assert session.headers()["authorization"] == "Bearer second"
+    assert asked == ["refresh", "refresh"]
