@@ -86,10 +86,10 @@ class Session:
     def headers(self) -> dict[str, str]:
         """The official client's own auth headers (its `auth_settings`, which also refreshes
         an in-cluster token), so both clients authenticate alike; asked for again every
-        `AUTH_TTL` seconds, not at every request: with a kubeconfig, each ask reloads the
-        user's credentials and sets the whole configuration again (0.1-0.5 ms, 5 % of the
-        operator's CPU while binding). A rotated token still arrives in time: the kubelet
-        writes the new one well before the old one expires."""
+        `AUTH_TTL` seconds, not at every request: each ask runs the client's refresh hook,
+        which sets the configuration again (a kubeconfig's also reloads the credentials):
+        0.1-0.5 ms, 5 % of the operator's CPU while binding. A rotated token still arrives
+        in time: the kubelet writes the new one well before the old one expires."""
         now = self._clock()
         if self._headers is None or now - self._headers_at >= AUTH_TTL:
             out = {"Accept": JSON}
@@ -98,6 +98,13 @@ class Session:
                     out[auth["key"]] = auth["value"]
             self._headers, self._headers_at = out, now
         return dict(self._headers)
+
+    async def check(self, resp: aiohttp.ClientResponse) -> None:
+        """`raise_for`; a 401 (a token rotated or revoked) also makes the next request read
+        the credentials again instead of waiting out `AUTH_TTL`."""
+        if resp.status == 401:
+            self._headers = None
+        await raise_for(resp)
 
     def http(self) -> aiohttp.ClientSession:
         """The connection pool of the running event loop (a new loop gets a new one)."""
@@ -139,7 +146,7 @@ class Session:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=client.REQUEST_TIMEOUT[0]),
         ) as resp:
-            await raise_for(resp)
+            await self.check(resp)
             result: RawObject = json.loads(await resp.read())
             return result
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from kubenova.kube.aio import ExpiredError, RawObject, Session, raise_for
+from kubenova.kube.aio import ExpiredError, RawObject, Session
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class Reflector:
             # 15 s after the server should have ended it, and resumed.
             timeout=aiohttp.ClientTimeout(total=timeout + 15, sock_connect=10),
         ) as resp:
-            await raise_for(resp)
+            await self.session.check(resp)
             if self._hurry and timeout != HURRY_TIMEOUT:
                 return  # `reach` began while this watch was opening: open a short one instead
             buffer = bytearray()

@@ -108,20 +108,26 @@ def test_object_paths_quote_what_they_carry() -> None:
     assert aio.object_path("", "v1", "nodes", "a/b?c", None) == "/api/v1/nodes/a%2Fb%3Fc"
 
 
-def test_the_auth_headers_are_read_again_only_after_their_ttl() -> None:
-    """Each ask for the official client's auth settings reloads a kubeconfig's credentials,
-    so a Session keeps them for AUTH_TTL seconds; a token rotated meanwhile arrives after."""
-    config = kubernetes.client.Configuration("https://127.0.0.1:1")
+def _rotating(base: str, tokens: list[str], asked: list[str]) -> kubernetes.client.Configuration:
+    """A configuration whose refresh hook hands out the next of `tokens` at each ask."""
+    config = kubernetes.client.Configuration(base)
     config.api_key_prefix["BearerToken"] = "Bearer"
     config.api_key["BearerToken"] = "stale"
-    asked: list[str] = []
-    tokens = iter(["first", "second"])
+    left = iter(tokens)
 
     def refresh(c: kubernetes.client.Configuration) -> None:
         asked.append("refresh")
-        c.api_key["BearerToken"] = next(tokens)
+        c.api_key["BearerToken"] = next(left)
 
     config.refresh_api_key_hook = refresh  # type: ignore[assignment]  # typed as None in the stubs
+    return config
+
+
+def test_the_auth_headers_are_read_again_only_after_their_ttl() -> None:
+    """Each ask for the official client's auth settings reloads a kubeconfig's credentials,
+    so a Session keeps them for AUTH_TTL seconds; a token rotated meanwhile arrives after."""
+    asked: list[str] = []
+    config = _rotating("https://127.0.0.1:1", ["first", "second"], asked)
     now = [100.0]
     session = aio.Session(kubernetes.client.ApiClient(config), clock=lambda: now[0])
     for _ in range(50):
@@ -133,3 +139,37 @@ def test_the_auth_headers_are_read_again_only_after_their_ttl() -> None:
     now[0] += 0.1
     assert session.headers()["authorization"] == "Bearer second"
     assert asked == ["refresh", "refresh"]
+
+
+def test_a_401_makes_the_next_request_read_the_credentials_again() -> None:
+    """A token revoked or rotated before AUTH_TTL ran out: one request is refused, the next
+    carries the new token."""
+    tokens: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        tokens.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") == "Bearer first":
+            return _status(401, "Unauthorized")
+        return web.json_response({"kind": "Thing"})
+
+    async def scenario() -> tuple[Any, Any]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        config = _rotating(f"http://127.0.0.1:{port}", ["first", "second"], [])
+        session = aio.Session(kubernetes.client.ApiClient(config), clock=lambda: 100.0)
+        try:
+            with pytest.raises(ApiException) as refused:
+                await session.call("GET", "/api/v1/things/a")
+            return refused.value.status, await session.call("GET", "/api/v1/things/a")
+        finally:
+            await session.close()
+            await runner.cleanup()
+
+    status, got = asyncio.run(scenario())
+    assert (status, got) == (401, {"kind": "Thing"})
+    assert tokens == ["Bearer first", "Bearer second"]
