@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kubernetes
@@ -34,6 +35,13 @@ async def _serve(
         assert isinstance(answer, web.StreamResponse)
         return answer
 
+    return await _listen(handle)
+
+
+async def _listen(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """A server on loopback answering every request with `handle`; its runner and base URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -153,14 +161,8 @@ def test_a_401_makes_the_next_request_read_the_credentials_again() -> None:
         return web.json_response({"kind": "Thing"})
 
     async def scenario() -> tuple[Any, Any]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        config = _rotating(f"http://127.0.0.1:{port}", ["first", "second"], [])
+        runner, base = await _listen(handle)
+        config = _rotating(base, ["first", "second"], [])
         session = aio.Session(kubernetes.client.ApiClient(config), clock=lambda: 100.0)
         try:
             with pytest.raises(ApiException) as refused:
