@@ -1208,7 +1208,7 @@ class Side:
             scheduler = self.start_scheduler()
             profiler = self._profile(scheduler.pid) if run.profile and self.profiled else None
             go_profile = (
-                asyncio.create_task(self._apiserver_profile(api, run.apiserver_profile_s))
+                asyncio.create_task(self._go_profiles(api, run.apiserver_profile_s))
                 if run.apiserver_profile_s
                 else None
             )
@@ -1298,20 +1298,37 @@ class Side:
             self.folder / "py-spy.log",
         )  # fmt: skip
 
-    async def _apiserver_profile(self, api: Api, seconds: float) -> None:
-        """kube-apiserver's own Go CPU profile of the first `seconds` of the window (its
-        /debug/pprof, on by default), summarised by `go tool pprof -top`."""
-        status, data = await api.call(
-            "GET", f"/debug/pprof/profile?seconds={seconds:.0f}", timeout=seconds + 60
+    async def _go_profiles(self, api: Api, seconds: float) -> None:
+        """kube-apiserver's and etcd's own Go CPU profiles of the first `seconds` of the
+        window (their /debug/pprof, which the control plane turns on for this), taken at the
+        same time and summarised by `go tool pprof -top`."""
+        state = self.plane.state()
+        query = f"/debug/pprof/profile?seconds={seconds:.0f}"
+        etcd = (
+            api.session.get(state.etcd + query, ssl=False)  # plain HTTP on loopback
+            if state is not None
+            else None
         )
-        if status != 200:
-            self.say(f"kube-apiserver's profile: {status} {data[:200]!r}")
-            return
-        kept = self.run.folder.parent / f"apiserver-profile-{self.slug}.pb.gz"
-        kept.write_bytes(data)
+
+        async def etcd_profile() -> tuple[int, bytes]:
+            if etcd is None:
+                return 0, b"no state.json: etcd's address is unknown"
+            async with etcd as resp:
+                return resp.status, await resp.read()
+
+        taken = await asyncio.gather(api.call("GET", query, timeout=seconds + 60), etcd_profile())
+        for process, (status, data) in zip(("kube-apiserver", "etcd"), taken, strict=True):
+            if status != 200:
+                self.say(f"{process}'s profile: {status} {data[:200]!r}")
+                continue
+            kept = self.run.folder.parent / f"{process}-profile-{self.slug}.pb.gz"
+            kept.write_bytes(data)
+            await self._summarise_profile(process, kept)
+
+    async def _summarise_profile(self, process: str, kept: Path) -> None:
         go = shutil.which("go")
         if go is None:
-            self.say(f"kube-apiserver's profile in {kept} (no go on PATH to summarise it)")
+            self.say(f"{process}'s profile in {kept} (no go on PATH to summarise it)")
             return
         for mode in ("-top", "-top -cum"):
             top = await asyncio.to_thread(
@@ -1319,7 +1336,7 @@ class Side:
                 [go, "tool", "pprof", *mode.split(), "-nodecount=30", str(kept)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
-            print(f"\n  [{self.name}] kube-apiserver CPU profile ({mode}, {kept}):")
+            print(f"\n  [{self.name}] {process} CPU profile ({mode}, {kept}):")
             print("\n".join("    " + line for line in top.stdout.splitlines()[:40]))
 
     def _report_profile(self, profiler: subprocess.Popen[bytes]) -> None:
@@ -1736,7 +1753,7 @@ def main() -> None:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="take kube-apiserver's Go CPU profile of the window's first SECONDS",
+        help="take kube-apiserver's and etcd's Go CPU profiles of the window's first SECONDS",
     )
     p.add_argument(
         "--identities",

@@ -190,7 +190,7 @@ class ControlPlane:
         self.die_with_parent = die_with_parent
         self.node = node
         self.profiling = profiling
-        """kube-apiserver's /debug/pprof (off unless a benchmark asks for it)."""
+        """kube-apiserver's and etcd's /debug/pprof (off unless a benchmark asks for them)."""
         self.kubeconfig = self.folder / "admin.kubeconfig"
         self.logs = self.folder / "logs"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -282,6 +282,7 @@ class ControlPlane:
                 f"--initial-cluster=kubenova-dev=http://127.0.0.1:{peer_port}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
+                *(["--enable-pprof"] if self.profiling else []),
             ],
         )
         self._write_state(State(server, etcd_url, self._pids()))

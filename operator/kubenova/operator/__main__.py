@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lease-duration", type=int, default=election.lease_duration)
     p.add_argument("--renew-deadline", type=float, default=election.renew_deadline)
     p.add_argument("--retry-period", type=float, default=election.retry_period)
-    p.add_argument("--bind-concurrency", type=int, default=16)
+    p.add_argument("--bind-concurrency", type=int, default=Settings.bind_concurrency)
     p.add_argument("--status-period", type=float, default=1.0)
     p.add_argument(
         "--quota-recount-period",
