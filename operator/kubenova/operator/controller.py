@@ -76,9 +76,9 @@ class Settings:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     bind_concurrency: int = 256
     """Binds in flight at once. More than the client's connections (`aio.CONNECTIONS`): the
-    waiting ones hold a connection's next turn, so none is idle between two binds, and the API
-    server and etcd get their writes in larger batches (at 1,000 hosts: etcd's CPU per bind
-    -35 %, binds/s +10 % against 16; docs/benchmarks.md, 4 Dec 2026)."""
+    waiting ones take a connection as soon as one is free, and the API server and etcd get the
+    writes in larger batches (at 1,000 hosts, against 16: etcd's CPU per bind -40 %, binds/s
+    +18 %; docs/benchmarks.md, 4 Dec 2026)."""
     status_period: float = 1.0
     pool_status_period: float = 5.0
     """Seconds between two computations of a pool's status while its hosts or VMs change
