@@ -1302,21 +1302,21 @@ class Side:
         """kube-apiserver's and etcd's own Go CPU profiles of the first `seconds` of the
         window (their /debug/pprof, which the control plane turns on for this), taken at the
         same time and summarised by `go tool pprof -top`."""
-        state = self.plane.state()
+        import aiohttp
+
         query = f"/debug/pprof/profile?seconds={seconds:.0f}"
-        etcd = (
-            api.session.get(state.etcd + query, ssl=False)  # plain HTTP on loopback
-            if state is not None
-            else None
-        )
+        timeout = seconds + 60
 
         async def etcd_profile() -> tuple[int, bytes]:
-            if etcd is None:
+            state = self.plane.state()
+            if state is None:
                 return 0, b"no state.json: etcd's address is unknown"
-            async with etcd as resp:
+            async with api.session.get(
+                state.etcd + query, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
                 return resp.status, await resp.read()
 
-        taken = await asyncio.gather(api.call("GET", query, timeout=seconds + 60), etcd_profile())
+        taken = await asyncio.gather(api.call("GET", query, timeout=timeout), etcd_profile())
         for process, (status, data) in zip(("kube-apiserver", "etcd"), taken, strict=True):
             if status != 200:
                 self.say(f"{process}'s profile: {status} {data[:200]!r}")
