@@ -182,3 +182,46 @@ def test_an_uncertain_bind_the_watch_has_not_confirmed_is_settled_by_asking_the_
     assert took < 2 * watch_lag, f"settled {took:.0f} s after the create: by the watch"
     status = kn.get_vm("first")["status"]
     assert [h["action"] for h in status.get("history", [])].count("Scheduled") == 1
+
+
+def test_binds_in_flight_together_whose_replies_were_lost_are_each_counted_once(
+    kn: Cluster, operators: Operators, namespace: str, fault_proxy: Proxy
+) -> None:
+    """At the default `--bind-concurrency` many binds are in flight at once, and several of
+    them are uncertain together: their writes land, their replies are lost. Every VM that fits
+    is bound once, no host is ever over-allocated, and the one that does not fit is told so."""
+    ns = namespace
+    capacity = 8 * 2**30
+    for h in ("h1", "h2"):
+        kn.host(f"{ns}-{h}", cpus=32, memory="8Gi")
+    small = kn.flavor(f"{ns}-small", vcpus=1, memory="1Gi")
+    pool = kn.pool(f"{ns}-pool")
+    lost = 5
+    operators.start("op-1", *STEADY_LEADER, kubeconfig=fault_proxy.kubeconfig())
+    wait_for("op-1 to lead", lambda: leader(kn, ns) == "op-1", timeout=60)
+    fault_proxy.rules(
+        Rule(Fault.DROP_REPLY, verbs=PATCH, resources=STATUS, namespaces=frozenset({ns}),
+             times=lost),
+    )  # fmt: skip
+    fits = 2 * capacity // 2**30  # 16 VMs of 1 GiB on the two hosts
+    names = [f"vm-{i:02d}" for i in range(fits + 1)]
+    for name in names:
+        create_vm(kn, name, small, pool)
+
+    worst: list[str] = []
+
+    def placed() -> int:
+        used, hosts = memory_per_host(kn)
+        worst.extend(f"{h}: {n / 2**30:.0f} GiB" for h, n in used.items() if n > capacity)
+        return len(hosts)
+
+    wait_for(f"{fits} VMs bound", lambda: placed() == fits, timeout=90, interval=0.2)
+    wait_for("the last VM explained", lambda: any(
+        "insufficient memory" in (vm.get("status", {}).get("reason") or "")
+        for vm in kn.vms()), timeout=60)  # fmt: skip
+    placed()
+    assert fault_proxy.counts()["drop-reply"] == lost
+    assert not worst, f"host over-allocated: {worst[0]} (seen {len(worst)} times)"
+    for vm in kn.vms():
+        actions = [h["action"] for h in vm.get("status", {}).get("history", [])]
+        assert actions.count("Scheduled") == (1 if vm.get("status", {}).get("host") else 0), vm
